@@ -1,0 +1,56 @@
+# personalizer: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PERSONALIZER_HOME ?= $(CURDIR)/data
+DEMO_CUSTOMERS ?= 2000
+
+.PHONY: help install demo test test-fast lint format bench clean clean-data
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "personalizer needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c requirements.lock -e '.[dev]' \
+		|| $(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when current
+
+demo: install ## Generate the synthetic shop, import it, print what the warehouse holds
+	$(VENV)/bin/personalizer data generate --customers $(DEMO_CUSTOMERS) --seed 42
+	$(VENV)/bin/personalizer data import $(PERSONALIZER_HOME)/synthetic
+	$(VENV)/bin/personalizer data stats
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy src
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+test: lint ## Lint, then the whole test suite (slow tests included)
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+test-fast: install ## The test suite without tests marked slow
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
+
+bench: install ## Benchmarks: throughput figures and ratios against in-run baselines
+	$(PY) tests/benchmarks/bench_ingest.py
+
+clean: ## Remove the virtualenv and caches (keeps data/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-data: ## Remove everything under the data home except its README
+	find $(PERSONALIZER_HOME) -mindepth 1 -not -name README.md -delete

@@ -1,0 +1,5 @@
+"""`python -m personalizer` runs the command line."""
+
+from personalizer.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The `personalizer` command line: parses options, builds settings, calls one library function."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from personalizer import __version__
+from personalizer.config import Settings
+
+app = typer.Typer(
+    help="Decide who gets each marketing email, what goes in it and when it is sent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Generate, import and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
+    ),
+]
+
+
+def _settings(home: Path | None, **overrides: object) -> Settings:
+    return Settings.from_env(home, **overrides)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@data_app.command("generate")
+def data_generate(
+    customers: Annotated[
+        int, typer.Option(help="Number of customers (1,000 to 1,000,000).")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 42,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: HOME/synthetic).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate the seeded synthetic shop (feeds plus ground truth)."""
+    from personalizer.data.synthetic import ShopConfig, generate_shop
+
+    settings = _settings(home)
+    if customers < 1:
+        raise _fail(f"--customers must be positive, got {customers}")
+    target = out or settings.synthetic_dir
+    summary = generate_shop(
+        ShopConfig(n_customers=customers, seed=seed), target, progress=settings.show_progress
+    )
+    rows = ", ".join(f"{n:,} {t}" for t, n in summary.rows.items())
+    console.print(f"synthetic shop written to {summary.out_dir}: {rows} in {summary.seconds:.1f}s")
+
+
+@data_app.command("import")
+def data_import(
+    path: Annotated[
+        Path, typer.Argument(help="A feed file, a folder of feeds, or a dataset file.")
+    ],
+    table: Annotated[
+        str | None,
+        typer.Option(help="Table of a single canonical file: customers, products, orders, events."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, parquet or jsonl (default: from the extension)."),
+    ] = None,
+    source: Annotated[
+        str, typer.Option(help="auto, canonical, online_retail, cdnow or hillstrom.")
+    ] = "auto",
+    home: HomeOption = None,
+) -> None:
+    """Import feeds (CSV, Parquet, JSON Lines) or a public dataset into the warehouse."""
+    from personalizer.data.importer import import_path
+    from personalizer.data.validate import FeedError
+    from personalizer.data.warehouse import WarehouseLocked
+
+    settings = _settings(home)
+    if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
+        raise _fail(f"--format must be csv, parquet or jsonl, got {fmt!r}")
+    try:
+        reports = import_path(settings, path, table=table, fmt=fmt, source=source)  # type: ignore[arg-type]
+    except (FeedError, WarehouseLocked) as exc:
+        raise _fail(str(exc)) from exc
+    summary = Table(title=f"import into {settings.warehouse_path}")
+    for name in ("table", "read", "accepted", "added", "updated", "duplicate", "quarantined"):
+        summary.add_column(name, justify="left" if name == "table" else "right")
+    for r in reports:
+        summary.add_row(
+            r.table,
+            f"{r.rows_read:,}",
+            f"{r.accepted:,}",
+            f"{r.added:,}",
+            f"{r.updated:,}",
+            f"{r.duplicates:,}",
+            f"{r.quarantined_total:,}",
+        )
+    console.print(summary)
+    reasons: dict[tuple[str, str], int] = {}
+    for r in reports:
+        for reason, n in r.quarantined.items():
+            reasons[(r.table, reason)] = reasons.get((r.table, reason), 0) + n
+    if reasons:
+        detail = Table(title="quarantined by reason")
+        detail.add_column("table")
+        detail.add_column("reason")
+        detail.add_column("rows", justify="right")
+        for (tbl, reason), n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            detail.add_row(tbl, reason, f"{n:,}")
+        console.print(detail)
+        files = sorted({str(r.quarantine_file) for r in reports if r.quarantine_file})
+        console.print("quarantine files:\n  " + "\n  ".join(files))
+    inferred = [(r.inferred_customers, r.inferred_products) for r in reports if r.table == "orders"]
+    if any(c or p for c, p in inferred):
+        c, p = (sum(x) for x in zip(*inferred, strict=True))
+        console.print(f"inferred from orders: {c:,} customers, {p:,} products")
+
+
+@data_app.command("stats")
+def data_stats(home: HomeOption = None) -> None:
+    """Row counts, date ranges and customers/products per table."""
+    from personalizer.data.warehouse import Warehouse, table_stats
+
+    settings = _settings(home)
+    try:
+        wh = Warehouse(settings.warehouse_path, read_only=True)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    with wh:
+        stats = table_stats(wh)
+        types = wh.query("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY n DESC")
+        orders = wh.query(
+            "SELECT count(DISTINCT order_id) AS orders, sum(quantity * unit_price) AS revenue "
+            "FROM orders"
+        )
+        ledger = wh.query(
+            "SELECT count(DISTINCT source) AS sources, coalesce(sum(quarantined), 0) AS quarantined "
+            "FROM imports"
+        ).iloc[0]
+    table = Table(title=f"warehouse {settings.warehouse_path}")
+    for name in ("table", "rows", "from", "to", "customers", "products"):
+        table.add_column(name, justify="left" if name in ("table", "from", "to") else "right")
+    for record in stats.to_dict(orient="records"):
+        table.add_row(
+            *(
+                _cell(record[name])
+                for name in ("table", "rows", "from", "to", "customers", "products")
+            )
+        )
+    console.print(table)
+    o = orders.iloc[0]
+    if o["orders"]:
+        console.print(f"orders: {int(o['orders']):,} distinct, revenue {float(o['revenue']):,.2f}")
+    if len(types):
+        console.print(
+            "events by type: " + ", ".join(f"{t} {n:,}" for t, n in types.itertuples(index=False))
+        )
+    console.print(
+        f"imports: {int(ledger['sources']):,} sources, {int(ledger['quarantined']):,} rows quarantined "
+        f"(in {settings.quarantine_dir})"
+    )
+
+
+def _cell(value: object) -> str:
+    """A stats value for the terminal: thousands separators, dates to the second, blanks."""
+    if value is None or value != value:  # None, NaN, NaT
+        return ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

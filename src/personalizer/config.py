@@ -1,0 +1,50 @@
+"""Settings, built once at the edge (CLI, service, notebook) and passed down.
+
+Nothing here touches the disk: paths are computed, not created.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+DEFAULT_HOME = Path("data")
+HOME_ENV = "PERSONALIZER_HOME"
+
+
+class Settings(BaseModel):
+    """Where everything lives. All paths are under `home` unless given explicitly."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path = DEFAULT_HOME
+    batch_rows: int = 500_000
+    show_progress: bool = True
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The DuckDB file holding the canonical tables."""
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Bad rows, one JSON Lines file per import, beside the warehouse."""
+        return self.home / "quarantine"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        """Default output of `personalizer data generate`."""
+        return self.home / "synthetic"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """MLflow tracking store (MLflow 3 refuses the plain ./mlruns file store)."""
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, home: Path | str | None = None, **overrides: object) -> Settings:
+        """Settings from `PERSONALIZER_HOME` (default `./data`), with explicit overrides."""
+        chosen = home if home is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
+        return cls(home=Path(chosen), **overrides)  # type: ignore[arg-type]

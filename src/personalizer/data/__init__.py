@@ -1,0 +1,1 @@
+"""Feeds in, warehouse out: importers, adapters, the synthetic shop, quarantine."""

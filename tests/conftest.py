@@ -1,0 +1,24 @@
+"""Shared fixtures: a private data home per test, and the real datasets beside the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from personalizer.config import Settings
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings whose data home is an empty temporary folder."""
+    return Settings(home=tmp_path / "home", show_progress=False)
+
+
+def dataset(*parts: str) -> Path:
+    """A file of ../shared/datasets; the test fails (not skips) when it is missing."""
+    path = DATASETS.joinpath(*parts)
+    assert path.exists(), f"real dataset missing: {path} (see ../shared/datasets/README.md)"
+    return path
