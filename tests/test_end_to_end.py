@@ -40,7 +40,9 @@ def test_generate_import_stats(tmp_path: Path) -> None:
     again = runner.invoke(app, ["data", "import", str(tmp_path / "synthetic"), *home])
     assert again.exit_code == 0
     with Warehouse(Settings(home=tmp_path).warehouse_path, read_only=True) as wh:
-        assert table_stats(wh).set_index("table").loc["events", "rows"] == manifest["rows"]["events"]
+        assert (
+            table_stats(wh).set_index("table").loc["events", "rows"] == manifest["rows"]["events"]
+        )
 
     result = runner.invoke(app, ["data", "stats", *home])
     assert result.exit_code == 0, result.output
