@@ -48,6 +48,35 @@ def raw_copy_seconds(shop: Path, home: Path) -> float:
     return time.perf_counter() - started
 
 
+def feed_formats(seed: int, repeats: int) -> None:
+    """Import throughput of one million events as Parquet, CSV and JSON Lines files."""
+    config = ShopConfig(n_customers=10_000, seed=seed)
+    events = simulate_chunk(config, make_catalog(config), 0)["events"]
+    print(f"\nfeed formats: {len(events):,} events imported from one file (median of {repeats})")
+    base = None
+    for fmt in ("parquet", "csv", "jsonl"):
+        seconds = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp:
+                path = Path(tmp) / f"events.{fmt}"
+                if fmt == "parquet":
+                    events.to_parquet(path, index=False)
+                elif fmt == "csv":
+                    events.to_csv(path, index=False)
+                else:
+                    events.to_json(path, orient="records", lines=True, date_format="iso")
+                started = time.perf_counter()
+                [report] = import_path(Settings(home=Path(tmp) / "home"), path)
+                seconds.append(time.perf_counter() - started)
+                assert report.added == len(events)
+        median = statistics.median(seconds)
+        base = base or median
+        print(
+            f"  {fmt:<8} {median:5.1f} s {len(events) / median:12,.0f} events/s   "
+            f"{median / base:.1f}x Parquet's time"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=TARGET_EVENTS)
@@ -95,6 +124,7 @@ def main() -> int:
         f"{TARGET_SECONDS / per_million:.2f}x the required speed "
         f"({'met' if per_million <= TARGET_SECONDS else 'NOT met'})"
     )
+    feed_formats(args.seed, args.repeats)
     return 0
 
 
