@@ -85,16 +85,6 @@ from personalizer.data.synthetic.email import simulate_email
 from personalizer.data.synthetic.events import build_events
 from personalizer.data.synthetic.orders import build_orders
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "Catalog",
-    "ShopConfig",
-    "ShopSummary",
-    "generate_shop",
-    "make_catalog",
-    "simulate_chunk",
-]
-
 GENERATOR_VERSION = "1.0.0"
 TABLE_FILES = ("customers", "products", "orders", "events")
 CHUNK_TRUTH = (
