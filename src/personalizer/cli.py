@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +22,18 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate, import and inspect data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(
+    help="Train models (tracked in MLflow, gated promotion).", no_args_is_help=True
+)
+score_app = typer.Typer(help="Score customers with the champion models.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Offline evaluation against baselines.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: list versions, promote one.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+app.add_typer(score_app, name="score")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(models_app, name="models")
 
 console = Console()
 err = Console(stderr=True)
@@ -189,6 +203,152 @@ def data_stats(home: HomeOption = None) -> None:
         f"imports: {int(ledger['sources']):,} sources, {int(ledger['quarantined']):,} rows quarantined "
         f"(in {settings.quarantine_dir})"
     )
+
+
+TransactionsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--transactions",
+        help="Order lines (CSV or Parquet: customer_id, order_id, product_id, quantity, "
+        "unit_price, ordered_at). Default: the warehouse.",
+    ),
+]
+
+
+@train_app.command("recommender")
+def train_recommender(
+    transactions: TransactionsOption = None,
+    until: Annotated[
+        str | None, typer.Option(help="Use only order lines before this time (ISO 8601).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Train the recommendation engine, log it to MLflow, register it, promote it if better."""
+    from personalizer.evaluation.compare import render_table
+    from personalizer.models.recommenders.pipeline import train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, transactions, until)
+    if not result.table.empty:
+        console.print(render_table(_key_columns(result.table), title="held-out validation"))
+    for mode, reason in result.choices.items():
+        console.print(f"mode {mode}: {reason}")
+    console.print(f"registered recommender version {result.version} ({result.engine_dir})")
+    verdict = "promoted to champion" if result.decision.promoted else "not promoted"
+    console.print(f"{verdict}: {result.decision.reason}")
+
+
+@score_app.command("recommendations")
+def score_recommendations(
+    customers: Annotated[
+        Path, typer.Option("--customers", help="Text file, one customer_id per line.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    n: Annotated[int, typer.Option("--n", help="Products per customer.", min=1)] = 10,
+    exclude_purchased: Annotated[
+        bool, typer.Option("--exclude-purchased", help="Only products new to the customer.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """N recommendations per customer with the champion: customer_id, rank, product_id, score, strategy."""
+    from personalizer.models.recommenders.pipeline import read_customer_file, score
+
+    settings = _settings(home)
+    with _user_errors():
+        ids = read_customer_file(customers)
+        recs = score(settings, ids, n, exclude_purchased)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recs.astype({"customer_id": "string", "product_id": "string"}).to_parquet(out, index=False)
+    per = recs.groupby("customer_id").size()
+    console.print(
+        f"{len(recs):,} recommendations for {per.size:,} customers ({n} each"
+        f"{', new products only' if exclude_purchased else ''}) → {out}"
+    )
+    console.print(
+        "by strategy: "
+        + ", ".join(f"{k} {v:,}" for k, v in recs["strategy"].value_counts().items())
+    )
+
+
+@evaluate_app.command("recommender")
+def evaluate_recommender(
+    transactions: TransactionsOption = None,
+    cutoff: Annotated[
+        str | None, typer.Option(help="Split time (default: the last 20% of the span, ≤ 90 days).")
+    ] = None,
+    horizon_days: Annotated[
+        float | None, typer.Option(help="Days after the cutoff that count (default: all).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Temporal split: the engine, every strategy and the baselines, on all/new/cold-start."""
+    from personalizer.evaluation.compare import render_table
+    from personalizer.models.recommenders.pipeline import evaluate_engine
+
+    settings = _settings(home)
+    with _user_errors():
+        table, split = evaluate_engine(settings, transactions, cutoff, horizon_days)
+    title = (
+        f"recommenders at cutoff {split.cutoff:%Y-%m-%d %H:%M} "
+        f"({len(split.warm_customers):,} returning, {len(split.cold_customers):,} new customers)"
+    )
+    console.print(render_table(_key_columns(table), title=title))
+
+
+@models_app.command("list")
+def models_list(home: HomeOption = None) -> None:
+    """Registered model versions, their aliases and metrics."""
+    from personalizer import tracking
+
+    settings = _settings(home)
+    with _user_errors():
+        frame = tracking.list_models(settings)
+    if frame.empty:
+        console.print("no registered models yet: run `personalizer train recommender`")
+        return
+    wanted = ["name", "version", "aliases", "created", "ndcg@10", "recall@10", "new_recall@10"]
+    frame = frame[[c for c in wanted if c in frame.columns]]
+    table = Table(title=f"models in {settings.mlflow_uri}")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for record in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) if not isinstance(v, float) else f"{v:.4f}" for v in record))
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. recommender.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    home: HomeOption = None,
+) -> None:
+    """Make a version the champion, whatever its metrics."""
+    from personalizer import tracking
+
+    settings = _settings(home)
+    with _user_errors():
+        tracking.promote(settings, name, version)
+    console.print(f"{name} version {version} is now the champion")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn expected failures (bad files, missing models, locked stores) into a clear exit 2."""
+    from personalizer.data.validate import FeedError
+    from personalizer.data.warehouse import WarehouseLocked
+    from personalizer.tracking import TrackingError
+
+    try:
+        yield
+    except (FeedError, WarehouseLocked, TrackingError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _key_columns(table: Any) -> Any:
+    """The columns worth a terminal: recall, NDCG and coverage per mode (MLflow has them all)."""
+    keep = [c for c in table.columns if c.split("/")[-1] in ("recall@10", "ndcg@10", "coverage@10")]
+    return table[keep] if keep else table
 
 
 def _cell(value: object) -> str:

@@ -233,3 +233,33 @@ def import_path(
         if path.is_dir():
             return [import_feed(wh, settings, p, tbl, fmt) for tbl, p in _table_files(path)]
         return [import_feed(wh, settings, path, table, fmt)]
+
+
+def read_feed(
+    settings: Settings, path: Path, table: str = "orders", fmt: Format | None = None
+) -> tuple[pd.DataFrame, ImportReport]:
+    """Read and validate a feed without touching the warehouse (for training on a file).
+
+    Bad rows go to the quarantine as in an import; the good ones come back typed, with the
+    schema's columns. Refuses files that are not tables, like `import_feed`.
+    """
+    fmt = fmt or detect_format(path)
+    header = read_header(path, fmt)
+    check_header(table, header, str(path))
+    report = ImportReport(source=str(path), table=table)
+    writer = QuarantineWriter(settings.quarantine_dir, table, str(path))
+    good = []
+    for raw in iter_batches(path, fmt, settings.batch_rows):
+        report.rows_read += len(raw)
+        batch, rejected = _split_errors(normalise_columns(raw))
+        writer.add(rejected)
+        checked = validate_frame(table, batch)
+        writer.add(checked.bad)
+        good.append(checked.good.drop(columns=["_row"]))
+    report.accepted = sum(len(g) for g in good)
+    report.quarantined = writer.reasons.copy()
+    report.quarantine_file = writer.publish()
+    frame = (
+        pd.concat(good, ignore_index=True) if good else validate_frame(table, pd.DataFrame()).good
+    )
+    return frame, report

@@ -1,0 +1,1 @@
+"""Customer features and interaction matrices."""

@@ -1,0 +1,1 @@
+"""Models: recommenders, churn, lifetime value, propensity, uplift, send time."""
