@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,8 @@ app.add_typer(score_app, name="score")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(models_app, name="models")
 
-console = Console()
+# Tables are wide; off a terminal (CI logs, pipes) rich would assume 80 columns and truncate them.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 HomeOption = Annotated[
@@ -63,6 +65,8 @@ def _main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # MLflow logs its database migrations at INFO on first use
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -4,7 +4,8 @@ A random split leaks the future into training; recommenders for email are asked 
 customer buy next?", so every offline evaluation cuts the history at one instant. Three evaluation
 modes come out of one split:
 
-- `all`: every customer who bought in the test window, against everything they bought there;
+- `all`: warm customers (bought before and after the cutoff), against everything they bought after
+  it (the published protocol);
 - `new`: warm customers (bought before and after the cutoff), against the products they had never
   bought before the cutoff (discovery, which repurchase-heavy shops otherwise hide);
 - `cold`: customers whose first purchase falls in the test window (what the fallback is worth).
@@ -86,7 +87,8 @@ class Split:
             `(truth, customers)`, ready for `personalizer.evaluation.metrics.evaluate`.
         """
         if mode == "all":
-            return self.truth, self.customers
+            warm = self.truth[self.truth["customer_id"].isin(self.warm_customers)]
+            return warm.reset_index(drop=True), self.warm_customers
         if mode == "new":
             return self.truth_new, self.warm_customers
         if mode == "cold":
