@@ -34,6 +34,22 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def score(home: Path, customers: Path, out: Path, *flags: str) -> None:
+    """The scoring half of the contract, N = 10."""
+    cli(
+        home,
+        "score",
+        "recommendations",
+        "--customers",
+        str(customers),
+        "--n",
+        "10",
+        *flags,
+        "--out",
+        str(out),
+    )
+
+
 def orders_file(tmp_path: Path) -> Path:
     from personalizer.data.synthetic import ShopConfig, generate_shop
 
@@ -59,18 +75,7 @@ def test_train_then_score_follow_the_contract(tmp_path: Path) -> None:
     customers.write_text("\n".join(ids) + "\n")
     for flag in ([], ["--exclude-purchased"]):
         out = tmp_path / f"recs{len(flag)}.parquet"
-        cli(
-            home,
-            "score",
-            "recommendations",
-            "--customers",
-            str(customers),
-            "--n",
-            "10",
-            *flag,
-            "--out",
-            str(out),
-        )
+        score(home, customers, out, *flag)
         recs = pd.read_parquet(out)
         assert list(recs.columns) == CONTRACT_COLUMNS
         assert recs["customer_id"].map(type).eq(str).all()
@@ -145,18 +150,7 @@ def test_online_retail_targets_through_the_contract(tmp_path: Path) -> None:
     figures = {}
     for mode, flag in (("all", []), ("new", ["--exclude-purchased"])):
         out = tmp_path / f"{mode}.parquet"
-        cli(
-            home,
-            "score",
-            "recommendations",
-            "--customers",
-            str(customers),
-            "--n",
-            "10",
-            *flag,
-            "--out",
-            str(out),
-        )
+        score(home, customers, out, *flag)
         truth = split.truth if mode == "all" else split.truth_new
         figures[mode] = evaluate(pd.read_parquet(out), truth, warm, k=10)["recall@10"]
     # README: personal purchase frequency 0.332 (best baseline), target 0.36;

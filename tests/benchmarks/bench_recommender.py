@@ -13,7 +13,9 @@ shared and noisy).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -184,6 +186,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--full", action="store_true", help="also score every customer")
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a long run is
 
     print(
         f"recommender benchmark: {args.customers:,} customers x {args.products:,} products, "

@@ -84,6 +84,7 @@ class EngineConfig:
     min_data_in_leaf: int = 40
     objective: str = "lambdarank"  # or rank_xendcg, binary
     refit_full: bool = True  # retrain the chosen blend on all label customers
+    ensemble: int = 1  # rankers averaged (different seeds), when refitting on all customers
     windows: int = 2  # label windows stacked for training the blend (the latest validates)
     seed: int = 42
     batch_customers: int = 20_000
@@ -157,6 +158,7 @@ class Engine:
                 end = cutoff
             self.choices_: dict[str, Choice] = {}
             self.rankers_: dict[str, lgb.Booster] = {}
+            self.extra_rankers_: dict[str, list[lgb.Booster]] = {}
             for mode in MODES:
                 self._fit_mode(mode, slices)
                 advance()
@@ -281,7 +283,12 @@ class Engine:
                 group=full.groupby("row").size().to_numpy(),
             )
             rounds = max(10, int(booster.best_iteration * 1.1))
-            self.rankers_[mode] = lgb.train(params, dfull, num_boost_round=rounds)
+            models = [
+                lgb.train({**params, "seed": cfg.seed + k}, dfull, num_boost_round=rounds)
+                for k in range(cfg.ensemble)
+            ]
+            self.rankers_[mode] = models[0]
+            self.extra_rankers_[mode] = models[1:]
         log.info("recommender mode %s: %s", mode, choice.reason)
         self.choices_[mode] = choice
 
@@ -401,8 +408,10 @@ class Engine:
             return _frame_from(cand, choice)
         frame = self._frame(self.strategies_, self.data_, idx, mode, self.products_, self.people_)
         booster = self.rankers_[mode]
-        frame["score"] = booster.predict(
-            frame[booster.feature_name()], num_iteration=booster.best_iteration
+        inputs = frame[booster.feature_name()]
+        boosters = [booster, *self.extra_rankers_.get(mode, [])]
+        frame["score"] = np.mean(
+            [b.predict(inputs, num_iteration=b.best_iteration) for b in boosters], axis=0
         )
         frame["strategy"] = _best_proposer(frame, list(self.config.depth))
         ranked = _top(frame, depth)
@@ -473,9 +482,9 @@ class Engine:
         for name, strat in self.strategies_.items():
             strat.save(path / "strategies" / name)
         for mode, booster in self.rankers_.items():
-            booster.save_model(
-                str(path / f"blend_{mode}.txt"), num_iteration=booster.best_iteration
-            )
+            for k, model in enumerate([booster, *self.extra_rankers_.get(mode, [])]):
+                name = f"blend_{mode}.txt" if k == 0 else f"blend_{mode}_{k}.txt"
+                model.save_model(str(path / name), num_iteration=model.best_iteration)
         meta = {
             "engine_version": ENGINE_VERSION,
             "as_of": data.as_of.isoformat(),
@@ -509,6 +518,10 @@ class Engine:
             mode: lgb.Booster(model_file=str(path / f"blend_{mode}.txt"))
             for mode in MODES
             if (path / f"blend_{mode}.txt").exists()
+        }
+        engine.extra_rankers_ = {
+            mode: [lgb.Booster(model_file=str(p)) for p in sorted(path.glob(f"blend_{mode}_*.txt"))]
+            for mode in engine.rankers_
         }
         engine.products_ = ProductStats(data)
         engine.people_ = CustomerStats(data)
