@@ -75,7 +75,7 @@ class EngineConfig:
     )
     label_days: float = 90.0
     max_label_share: float = 0.3  # label window at most this share of the history
-    max_train_customers: int = 20_000
+    max_train_customers: int = 4_000  # per label window: bounds the ranker's training time
     validation_share: float = 0.25
     num_boost_round: int = 400
     early_stopping: int = 40
