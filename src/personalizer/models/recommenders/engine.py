@@ -373,7 +373,9 @@ class Engine:
         if sent is not None:
             exclude = sent if exclude is None else (exclude + sent).tocsr()
         allowed = rules.allowed_products(data, np.expm1(self.prices_))
-        depth = n * self.config.overfetch
+        # Fetch extra candidates only when rules may remove some after ranking.
+        may_remove = (not allowed.all()) or sent is not None or rules.max_per_category is not None
+        depth = n * self.config.overfetch if may_remove else n
         known = np.flatnonzero(idx >= 0)
         ranked = self._rank_known(idx[known], mode, depth, model)
         ranked["row"] = known[ranked["row"].to_numpy()]

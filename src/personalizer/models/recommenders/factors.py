@@ -15,7 +15,7 @@ from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
 from personalizer.features.interactions import Interactions
-from personalizer.models.recommenders.base import Candidates, Recommender, top_n
+from personalizer.models.recommenders.base import Candidates, Recommender
 
 
 def confidence(data: Interactions, half_life_days: float) -> sp.csr_matrix:
@@ -81,9 +81,16 @@ class ALS(Recommender):
             k,
             filter_query_items=exclude if exclude is not None and exclude.nnz else None,
         )
-        rows = np.repeat(np.arange(len(customers)), ids.shape[1])
+        # topk returns each row best first; filtered slots come last with a huge negative score.
+        rows = np.repeat(np.arange(len(customers), dtype=np.int64), ids.shape[1])
+        ranks = np.tile(np.arange(1, ids.shape[1] + 1, dtype=np.int32), len(customers))
         valid = (ids.ravel() >= 0) & (scores.ravel() > -1e30)
-        return top_n(rows[valid], ids.ravel()[valid], scores.ravel()[valid], n, None, floor=-np.inf)
+        return Candidates(
+            rows[valid],
+            ids.ravel()[valid].astype(np.int64),
+            scores.ravel()[valid].astype(np.float32),
+            ranks[valid],
+        )
 
 
 class BPR(ALS):
