@@ -55,7 +55,15 @@ def _load(path: Path) -> pd.DataFrame:
     if suffix in (".parquet", ".pq"):
         frame = pd.read_parquet(path)
     elif suffix in (".xlsx", ".xls"):
-        frame = pd.read_excel(path, dtype={"StockCode": str, "InvoiceNo": str, "Invoice": str})
+        try:
+            frame = pd.read_excel(path, dtype={"StockCode": str, "InvoiceNo": str, "Invoice": str})
+        except ImportError as exc:
+            from personalizer.data.validate import FeedError
+
+            raise FeedError(
+                f"{path}: reading Excel needs openpyxl (pip install openpyxl), or export the "
+                "sheet to CSV or Parquet"
+            ) from exc
     else:
         frame = pd.read_csv(
             path,
