@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ def _main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:  # MLflow logs its database migrations at INFO on first use
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
