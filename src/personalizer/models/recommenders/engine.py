@@ -84,7 +84,7 @@ class EngineConfig:
     min_data_in_leaf: int = 40
     objective: str = "lambdarank"  # or rank_xendcg, binary
     refit_full: bool = True  # retrain the chosen blend on all label customers
-    ensemble: int = 1  # rankers averaged (different seeds), when refitting on all customers
+    ensemble: int = 3  # rankers averaged (different seeds): steadier rankings across runs
     windows: int = 2  # label windows stacked for training the blend (the latest validates)
     seed: int = 42
     batch_customers: int = 20_000
