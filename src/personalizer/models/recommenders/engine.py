@@ -91,6 +91,17 @@ class EngineConfig:
     overfetch: int = 3  # candidates kept per requested product, so rules can refill
 
 
+@dataclass(frozen=True)
+class _Slice:
+    """One label window of training: strategies fitted before it, and what followed."""
+
+    strategies: dict[str, Recommender]
+    before: Interactions
+    window: pd.DataFrame
+    products: ProductStats
+    people: CustomerStats
+
+
 @dataclass
 class Choice:
     """What the engine uses for one mode, and why."""
@@ -154,7 +165,8 @@ class Engine:
                 window = orders[((ordered_at >= cutoff) & (ordered_at < end)).to_numpy()]
                 if before.n_customers == 0 or window.empty:
                     break
-                slices.append((self._fit_all(before, advance), before, window))
+                stats = (ProductStats(before), CustomerStats(before))  # shared by both modes
+                slices.append(_Slice(self._fit_all(before, advance), before, window, *stats))
                 end = cutoff
             self.choices_: dict[str, Choice] = {}
             self.rankers_: dict[str, lgb.Booster] = {}
@@ -171,21 +183,27 @@ class Engine:
         self.fallback_ = Trending().fit(data)
         return self
 
-    def _fit_mode(
-        self, mode: str, slices: list[tuple[dict[str, Recommender], Interactions, pd.DataFrame]]
-    ) -> None:
+    def _fit_mode(self, mode: str, slices: list[_Slice]) -> None:
         """Train the blend of one mode on the label windows; validate on the latest one."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         train_parts, latest = [], None
-        for number, (strategies, before, window) in enumerate(slices):
+        for number, piece in enumerate(slices):
+            strategies, before, window = piece.strategies, piece.before, piece.window
             truth = _window_truth(window, before, mode)
             customers = np.sort(truth["customer_id"].unique())
             if len(customers) > cfg.max_train_customers:
                 customers = np.sort(rng.choice(customers, cfg.max_train_customers, replace=False))
             if len(customers) == 0:
                 continue
-            frame = self._frame(strategies, before, before.lookup_customers(customers), mode)
+            frame = self._frame(
+                strategies,
+                before,
+                before.lookup_customers(customers),
+                mode,
+                piece.products,
+                piece.people,
+            )
             label_matrix = _pairs_matrix(truth, before, customers)
             frame["label"] = is_member(
                 frame["row"].to_numpy(), frame["item"].to_numpy(), label_matrix
