@@ -1,0 +1,165 @@
+"""Logging models as MLflow pyfuncs from code (no pickles) and registering their versions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from personalizer.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+    from mlflow.entities.model_registry import ModelVersion
+
+from personalizer.tracking.runs import start_run
+from personalizer.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    METRIC_TAG_PREFIX,
+    MODEL_NAME,
+    PYFUNC_CODE,
+    TrackingError,
+    _client,
+    _errors,
+    _session,
+    mlflow_key,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- the recommender
+
+
+def _default_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("mlflow", "pandas", "numpy")]
+
+
+def _check_engine(engine_dir: Path, loader: str, input_example: pd.DataFrame | None) -> None:
+    """Load the engine (and predict once) outside MLflow, so a broken one logs nothing."""
+    from mlflow.pyfunc import PythonModelContext
+
+    from personalizer.models import recommender_pyfunc as rp
+
+    model = rp.RecommenderModel()
+    context = PythonModelContext(
+        artifacts={rp.ENGINE_ARTIFACT: str(engine_dir)}, model_config={rp.LOADER_KEY: loader}
+    )
+    try:
+        model.load_context(context)
+        if input_example is not None:
+            output = model.predict(context, input_example)
+            missing = set(rp.OUTPUT_COLUMNS) - set(output.columns)
+            if missing:
+                raise ValueError(f"recommendations lack columns {sorted(missing)}")
+    except Exception as exc:
+        raise TrackingError(
+            f"the engine in {engine_dir} does not load or predict with loader {loader!r}: {exc}"
+        ) from exc
+
+
+def log_recommender(
+    settings: Settings,
+    engine_dir: Path,
+    registered_name: str,
+    metrics: Mapping[str, float],
+    *,
+    input_example: pd.DataFrame | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    engine_loader: str | None = None,
+    pip_requirements: Sequence[str] | None = None,
+) -> ModelVersion:
+    """Log a saved engine directory as a models-from-code pyfunc, register it, tag its metrics.
+
+    Uses the active run when inside `start_run`, else opens one in `experiment`. The engine is
+    first loaded (and run on `input_example`) outside MLflow, so a broken engine raises before
+    anything is logged; the version is registered only after the model is fully logged.
+
+    Args:
+        settings: Where the tracking store lives.
+        engine_dir: Folder written by `engine.save` (npz + JSON + LightGBM text).
+        registered_name: Registered model name (e.g. "recommender").
+        metrics: Validation metrics, logged to the run and tagged on the version.
+        input_example: A frame with a `customer_id` column, stored with the model and used to
+            record its output schema.
+        experiment: Experiment for the run, when no run is active.
+        run_name: Name of that run.
+        params: Parameters to log (to the active run, or to the new one).
+        engine_loader: "module:function" that opens the engine directory; default
+            `personalizer.models.recommenders.engine:load_engine`.
+        pip_requirements: The model's requirements; default pinned mlflow, pandas and numpy.
+
+    Returns:
+        The new model version (its tags hold the metrics, e.g. `metric.ndcg_at_10`).
+
+    Raises:
+        TrackingError: When the engine does not load, or the store refuses.
+    """
+    import mlflow
+
+    from personalizer.models import recommender_pyfunc as rp
+
+    engine_dir = Path(engine_dir)
+    if not engine_dir.is_dir():
+        raise TrackingError(f"engine directory {engine_dir} does not exist")
+    loader = engine_loader or rp.DEFAULT_LOADER
+    _check_engine(engine_dir, loader, input_example)
+    values = {name: float(value) for name, value in metrics.items()}
+
+    with _session(settings) as uri:
+        run = mlflow.active_run()
+        runs: AbstractContextManager[ActiveRun] = (
+            start_run(settings, experiment, run_name=run_name, params=params)
+            if run is None
+            else nullcontext(run)
+        )
+        with runs as active, _errors("log the recommender model", uri):
+            if run is not None and params:
+                mlflow.log_params({mlflow_key(str(k)): v for k, v in params.items()})
+            if values:
+                mlflow.log_metrics({mlflow_key(k): v for k, v in values.items()})
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(PYFUNC_CODE),
+                artifacts={rp.ENGINE_ARTIFACT: str(engine_dir.resolve())},
+                model_config={rp.LOADER_KEY: loader},
+                signature=rp.model_signature(),
+                input_example=input_example,
+                pip_requirements=list(pip_requirements or _default_requirements()),
+            )
+            run_id = active.info.run_id
+    version = _register(settings, registered_name, info.model_uri, info.model_id, run_id, values)
+    logger.info("registered %s version %s (run %s)", registered_name, version.version, run_id)
+    return version
+
+
+def _register(
+    settings: Settings,
+    name: str,
+    model_uri: str,
+    model_id: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    tags = {METRIC_TAG_PREFIX + mlflow_key(k): repr(v) for k, v in metrics.items()}
+    # The SQL registry resolves a "models:/<id>" source through the *global* tracking URI
+    # (an MLflow TODO), so the session must point at this home while the version is created.
+    with _session(settings), _errors(f"register model {name!r}", settings.mlflow_uri):
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name)
+        return client.create_model_version(
+            name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+        )
