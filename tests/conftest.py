@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from personalizer.config import Settings
+from personalizer.config import THREADS_ENV, Settings
+
+# Test workers run side by side on a small machine: one thread each, or OpenMP's spinning threads
+# slow every worker down manyfold. Inherited by the CLI subprocesses the tests start.
+os.environ.setdefault(THREADS_ENV, "1")
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -11,6 +11,7 @@ import pytest
 from personalizer.data.synthetic import ShopConfig, generate_shop
 from personalizer.features.interactions import Interactions, build_interactions
 from personalizer.models.recommenders.engine import STRATEGIES, Engine, EngineConfig
+from personalizer.models.recommenders.item_item import Ease
 from personalizer.models.recommenders.rules import Rules
 
 STRATEGY_NAMES = sorted(STRATEGIES)
@@ -64,7 +65,9 @@ def test_strategy_contract(name: str, board: Interactions, tmp_path: Path) -> No
     np.testing.assert_allclose(same.score, cand.score, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["also_bought", "item_bm25", "item_knn", "als", "next_purchase"])
+@pytest.mark.parametrize(
+    "name", ["also_bought", "item_bm25", "item_knn", "ease", "als", "next_purchase"]
+)
 def test_collaborative_strategies_stay_within_the_tribe(name: str) -> None:
     # 30 products per tribe: plenty of unbought ones left after excluding purchases
     board = build_interactions(
@@ -77,6 +80,18 @@ def test_collaborative_strategies_stay_within_the_tribe(name: str) -> None:
     product_tribe = np.array([int(p[1:]) % 2 for p in board.product_ids])
     agree = (tribe[customers[cand.row]] == product_tribe[cand.item]).mean()
     assert agree > 0.9, (name, agree)
+
+
+def test_ease_learns_only_the_most_bought_products_it_can_afford(board: Interactions) -> None:
+    buyers = np.asarray(board.purchased.sum(axis=0)).ravel()
+    model = Ease(max_products=6).fit(board)
+    assert model.weights_.shape == (6, 6)
+    assert buyers[model.products_].min() >= np.sort(buyers)[-6]
+    customers = np.arange(board.n_customers)
+    cand = model.candidates(board, customers, 5, None)
+    assert len(cand) > 0
+    assert set(cand.item.tolist()) <= set(model.products_.tolist())
+    assert (cand.score > 0).all()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 DEFAULT_HOME = Path("data")
 HOME_ENV = "PERSONALIZER_HOME"
+THREADS_ENV = "PERSONALIZER_THREADS"
 
 
 class Settings(BaseModel):
@@ -48,3 +49,24 @@ class Settings(BaseModel):
         """Settings from `PERSONALIZER_HOME` (default `./data`), with explicit overrides."""
         chosen = home if home is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
         return cls(home=Path(chosen), **overrides)  # type: ignore[arg-type]
+
+
+def cpu_threads() -> int:
+    """Threads one process may use: `PERSONALIZER_THREADS`, else the CPUs it may run on.
+
+    LightGBM's and implicit's OpenMP threads spin while they wait, so running more of them than
+    there are free cores (parallel test workers, a batch job beside the service) slows everything
+    down manyfold; processes that share a machine should set `PERSONALIZER_THREADS`.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(
+                f"{THREADS_ENV} must be a whole number of threads, got {raw!r}"
+            ) from None
+        if value < 1:
+            raise ValueError(f"{THREADS_ENV} must be at least 1, got {raw!r}")
+        return value
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

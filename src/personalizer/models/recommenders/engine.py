@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from personalizer.config import cpu_threads
 from personalizer.evaluation.metrics import evaluate
 from personalizer.features.interactions import Interactions, build_interactions
 from personalizer.models.recommenders.base import Candidates, Recommender, is_member
@@ -34,7 +35,13 @@ from personalizer.models.recommenders.blend import (
 )
 from personalizer.models.recommenders.factors import ALS, BPR
 from personalizer.models.recommenders.history import Popular, PurchaseFrequency, Repeat, Trending
-from personalizer.models.recommenders.item_item import AlsoBought, ItemBM25, ItemKNN, NextPurchase
+from personalizer.models.recommenders.item_item import (
+    AlsoBought,
+    Ease,
+    ItemBM25,
+    ItemKNN,
+    NextPurchase,
+)
 from personalizer.models.recommenders.rules import Rules, apply_rules
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ STRATEGIES: dict[str, type[Recommender]] = {
         AlsoBought,
         NextPurchase,
         ItemBM25,
+        Ease,
         ALS,
         BPR,
         Trending,
@@ -68,12 +76,13 @@ class EngineConfig:
             "also_bought": 50,
             "next_purchase": 30,
             "item_bm25": 50,
+            "ease": 50,
             "als": 50,
             "trending": 20,
             "popular": 20,
         }
     )
-    label_days: float = 90.0
+    label_days: float = 45.0
     max_label_share: float = 0.3  # label window at most this share of the history
     max_train_customers: int = 4_000  # per label window: bounds the ranker's training time
     validation_share: float = 0.25
@@ -85,7 +94,7 @@ class EngineConfig:
     objective: str = "lambdarank"  # or rank_xendcg, binary
     refit_full: bool = True  # retrain the chosen blend on all label customers
     ensemble: int = 3  # rankers averaged (different seeds): steadier rankings across runs
-    windows: int = 2  # label windows stacked for training the blend (the latest validates)
+    windows: int = 4  # label windows stacked for training the blend (the latest validates)
     seed: int = 42
     batch_customers: int = 20_000
     overfetch: int = 3  # candidates kept per requested product, so rules can refill
@@ -238,7 +247,7 @@ class Engine:
             "deterministic": True,
             "force_col_wise": True,
             "verbose": -1,
-            "num_threads": 2,
+            "num_threads": cpu_threads(),
         }
         dtrain = lgb.Dataset(
             train[features],

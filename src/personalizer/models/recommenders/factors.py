@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
+from personalizer.config import cpu_threads
 from personalizer.features.interactions import Interactions
 from personalizer.models.recommenders.base import Candidates, Recommender
 
@@ -59,6 +60,7 @@ class ALS(Recommender):
             alpha=self.alpha,
             iterations=self.iterations,
             random_state=self.random_state,
+            num_threads=cpu_threads(),
         )
 
     def fit(self, data: Interactions) -> Self:
@@ -80,6 +82,7 @@ class ALS(Recommender):
             self.user_factors_[customers],
             k,
             filter_query_items=exclude if exclude is not None and exclude.nnz else None,
+            num_threads=cpu_threads(),
         )
         # topk returns each row best first; filtered slots come last with a huge negative score.
         rows = np.repeat(np.arange(len(customers), dtype=np.int64), ids.shape[1])
@@ -125,4 +128,5 @@ class BPR(ALS):
             regularization=self.regularization,
             iterations=self.iterations,
             random_state=self.random_state,
+            num_threads=cpu_threads(),
         )

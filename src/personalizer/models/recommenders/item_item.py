@@ -14,8 +14,14 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from personalizer.config import cpu_threads
 from personalizer.features.interactions import Interactions
-from personalizer.models.recommenders.base import Candidates, Recommender, sparse_top_n
+from personalizer.models.recommenders.base import (
+    Candidates,
+    Recommender,
+    dense_top_n,
+    sparse_top_n,
+)
 
 
 def keep_top(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -178,9 +184,9 @@ class ItemKNN(_ItemItem):
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
         model = (
-            BM25Recommender(K=self.neighbours)
+            BM25Recommender(K=self.neighbours, num_threads=cpu_threads())
             if self.weighting == "bm25"
-            else CosineRecommender(K=self.neighbours)
+            else CosineRecommender(K=self.neighbours, num_threads=cpu_threads())
         )
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
             # implicit converts its own BM25 weights from COO and warns about it.
@@ -199,3 +205,44 @@ class ItemBM25(ItemKNN):
 
     name = "item_bm25"
     weighting = "bm25"
+
+
+class Ease(Recommender):
+    """EASE (Steck 2019): a closed-form linear item-item model, ridge-regularised by `l2`.
+
+    B = I - P / diag(P) with P = (XᵀX + l2·I)⁻¹ over binary purchases, so each product is predicted
+    from all the others, with negative weights where buying one makes another less likely. It is
+    strongest at products new to the customer. The inverse is dense, so it is learned over the
+    `max_products` most-bought products (memory 4·m² bytes per matrix); the others get no score.
+    """
+
+    name = "ease"
+
+    def __init__(self, l2: float = 300.0, max_products: int = 6_000) -> None:
+        self.l2 = l2
+        self.max_products = max_products
+
+    def fit(self, data: Interactions) -> Self:
+        buyers = np.asarray(data.purchased.sum(axis=0)).ravel()
+        top = np.argsort(-buyers, kind="stable")[: self.max_products]
+        self.products_ = np.sort(top[buyers[top] > 0]).astype(np.int64)
+        x = data.purchased[:, self.products_]
+        gram = (x.T @ x).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.l2
+        with threadpool_limits(cpu_threads(), "blas"):
+            inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        self.weights_ = weights.astype(np.float32)
+        return self
+
+    def candidates(
+        self, data: Interactions, customers: np.ndarray, n: int, exclude: sp.csr_matrix | None
+    ) -> Candidates:
+        scores = data.purchased[customers][:, self.products_] @ self.weights_
+        sub_exclude = exclude[:, self.products_] if exclude is not None else None
+        found = dense_top_n(np.asarray(scores), n, sub_exclude)
+        keep = found.score > 0  # no evidence for the product: no recommendation
+        return Candidates(
+            found.row[keep], self.products_[found.item[keep]], found.score[keep], found.rank[keep]
+        )
