@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from personalizer import __version__
 from personalizer.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Decide who gets each marketing email, what goes in it and when it is sent.",
@@ -221,12 +224,15 @@ TransactionsOption = Annotated[
 ]
 
 
+UntilOption = Annotated[
+    str | None, typer.Option(help="Use only order lines before this time (ISO 8601).")
+]
+
+
 @train_app.command("recommender")
 def train_recommender(
     transactions: TransactionsOption = None,
-    until: Annotated[
-        str | None, typer.Option(help="Use only order lines before this time (ISO 8601).")
-    ] = None,
+    until: UntilOption = None,
     home: HomeOption = None,
 ) -> None:
     """Train the recommendation engine, log it to MLflow, register it, promote it if better."""
@@ -240,9 +246,7 @@ def train_recommender(
         console.print(render_table(_key_columns(result.table), title="held-out validation"))
     for mode, reason in result.choices.items():
         console.print(f"mode {mode}: {reason}")
-    console.print(f"registered recommender version {result.version} ({result.engine_dir})")
-    verdict = "promoted to champion" if result.decision.promoted else "not promoted"
-    console.print(f"{verdict}: {result.decision.reason}")
+    _print_registered("recommender", result.version, result.engine_dir, result.decision)
 
 
 @score_app.command("recommendations")
@@ -275,6 +279,112 @@ def score_recommendations(
         "by strategy: "
         + ", ".join(f"{k} {v:,}" for k, v in recs["strategy"].value_counts().items())
     )
+
+
+@train_app.command("churn")
+def train_churn(
+    transactions: TransactionsOption = None,
+    until: UntilOption = None,
+    horizon_days: Annotated[
+        float, typer.Option(help="Churned = no order in this many days.", min=1)
+    ] = 90.0,
+    home: HomeOption = None,
+) -> None:
+    """Train the churn model (validated out of time), log it, register it, promote it if better."""
+    from personalizer.models.churn_pipeline import train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, transactions, until, horizon_days)
+    _print_frame(
+        result.table[["auc", "pr_auc", "brier", "log_loss", "churn_rate", "customers"]],
+        f"churn in the {horizon_days:g} days after {result.validation_cutoff:%Y-%m-%d} "
+        "(out of time)",
+    )
+    _print_registered("churn", result.version, result.model_dir, result.decision)
+
+
+@score_app.command("churn")
+def score_churn(
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    home: HomeOption = None,
+) -> None:
+    """Churn probability, P(alive), expected purchases and value, next order date and reasons."""
+    from personalizer.models.churn_pipeline import score
+
+    settings = _settings(home)
+    with _user_errors():
+        scores = score(settings)
+    _write(scores.astype({"customer_id": "string"}), out)
+    console.print(
+        f"{len(scores):,} customers scored → {out}; mean churn probability "
+        f"{scores['churn_probability'].mean():.3f}"
+    )
+
+
+@train_app.command("send-time")
+def train_send_time(
+    transactions: TransactionsOption = None,
+    until: UntilOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Train the send-time model (validated on next-order hours), log, register, gate."""
+    from personalizer.models.send_time_pipeline import train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, transactions, until)
+    v = result.validation
+    console.print(
+        f"next order within ±1 hour after {result.validation_cutoff:%Y-%m-%d} "
+        f"({int(v['customers']):,} customers): time of day {v['model/time_of_day_hit']:.3f} "
+        f"vs shop-wide best hour {v['global/time_of_day_hit']:.3f}; hour of week "
+        f"{v['model/hour_of_week_hit']:.3f} vs {v['global/hour_of_week_hit']:.3f}"
+    )
+    _print_registered("send_time", result.version, result.model_dir, result.decision)
+
+
+@score_app.command("send-time")
+def score_send_time(
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    home: HomeOption = None,
+) -> None:
+    """Each customer's best local hour of the week (0 = Monday 00:00) and its confidence."""
+    from personalizer.models.send_time_pipeline import score
+
+    settings = _settings(home)
+    with _user_errors():
+        hours = score(settings)
+    _write(hours.astype({"customer_id": "string"}), out)
+    console.print(f"{len(hours):,} customers scored → {out}")
+
+
+def _print_frame(frame: pd.DataFrame, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("model")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(_cell(_rounded(v)) for v in row.tolist()))
+    console.print(table)
+
+
+def _rounded(value: object) -> object:
+    """Counts as whole numbers, measures to four decimals."""
+    if isinstance(value, float) and value == value:
+        return int(value) if value.is_integer() and abs(value) >= 1 else round(value, 4)
+    return value
+
+
+def _print_registered(name: str, version: str, model_dir: Path, decision: Any) -> None:
+    console.print(f"registered {name} version {version} ({model_dir})")
+    verdict = "promoted to champion" if decision.promoted else "not promoted"
+    console.print(f"{verdict}: {decision.reason}")
+
+
+def _write(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
 
 
 @evaluate_app.command("recommender")

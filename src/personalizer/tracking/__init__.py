@@ -13,8 +13,9 @@ two threads at once). MLflow's own metric, tag and parameter names may not conta
 "@", so "ndcg@10" is stored as "ndcg_at_10" (see `mlflow_key`); the functions here accept either.
 """
 
-from personalizer.tracking.models import log_recommender
+from personalizer.tracking.models import log_directory_model, log_recommender
 from personalizer.tracking.registry import (
+    champion_artifact_dir,
     champion_engine_dir,
     champion_version,
     list_models,
@@ -47,12 +48,14 @@ __all__ = [
     "PromotionDecision",
     "TrackingError",
     "artifact_root",
+    "champion_artifact_dir",
     "champion_engine_dir",
     "champion_version",
     "display_key",
     "ensure_experiment",
     "list_models",
     "load_champion",
+    "log_directory_model",
     "log_figure",
     "log_metrics",
     "log_recommender",

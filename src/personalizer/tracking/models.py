@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -20,7 +21,6 @@ from personalizer.tracking.runs import start_run
 from personalizer.tracking.store import (
     DEFAULT_EXPERIMENT,
     METRIC_TAG_PREFIX,
-    MODEL_NAME,
     PYFUNC_CODE,
     TrackingError,
     _client,
@@ -103,8 +103,6 @@ def log_recommender(
     Raises:
         TrackingError: When the engine does not load, or the store refuses.
     """
-    import mlflow
-
     from personalizer.models import recommender_pyfunc as rp
 
     engine_dir = Path(engine_dir)
@@ -112,8 +110,95 @@ def log_recommender(
         raise TrackingError(f"engine directory {engine_dir} does not exist")
     loader = engine_loader or rp.DEFAULT_LOADER
     _check_engine(engine_dir, loader, input_example)
-    values = {name: float(value) for name, value in metrics.items()}
+    return _log_pyfunc(
+        settings,
+        registered_name,
+        metrics,
+        python_model=PYFUNC_CODE,
+        artifacts={rp.ENGINE_ARTIFACT: str(engine_dir.resolve())},
+        model_config={rp.LOADER_KEY: loader},
+        signature=rp.model_signature(),
+        input_example=input_example,
+        experiment=experiment,
+        run_name=run_name,
+        params=params,
+        pip_requirements=pip_requirements,
+    )
 
+
+def log_directory_model(
+    settings: Settings,
+    model_dir: Path,
+    registered_name: str,
+    metrics: Mapping[str, float],
+    *,
+    loader: str,
+    input_example: pd.DataFrame,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> ModelVersion:
+    """Log a model saved as a directory (churn, send time) as a pyfunc, register it, tag metrics.
+
+    The directory is opened with `loader` ("module:function") and asked to `predict_frame`
+    `input_example` before anything is logged, so a broken model leaves nothing half-registered.
+
+    Raises:
+        TrackingError: When the model does not load or predict, or the store refuses.
+    """
+    from mlflow.models import infer_signature
+
+    from personalizer.models import directory_pyfunc as dp
+    from personalizer.models.recommender_pyfunc import resolve_loader
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise TrackingError(f"model directory {model_dir} does not exist")
+    try:
+        output = resolve_loader(loader)(model_dir).predict_frame(input_example)
+    except Exception as exc:
+        raise TrackingError(
+            f"the model in {model_dir} does not load or predict with loader {loader!r}: {exc}"
+        ) from exc
+    with warnings.catch_warnings():
+        # integer ids and hours: MLflow's hint about missing values does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(input_example, output)
+    return _log_pyfunc(
+        settings,
+        registered_name,
+        metrics,
+        python_model=Path(dp.__file__),
+        artifacts={dp.MODEL_ARTIFACT: str(model_dir.resolve())},
+        model_config={dp.LOADER_KEY: loader},
+        signature=signature,
+        input_example=input_example,
+        experiment=experiment,
+        run_name=run_name,
+        params=params,
+        pip_requirements=None,
+    )
+
+
+def _log_pyfunc(
+    settings: Settings,
+    registered_name: str,
+    metrics: Mapping[str, float],
+    *,
+    python_model: Path,
+    artifacts: dict[str, str],
+    model_config: dict[str, Any],
+    signature: Any,
+    input_example: pd.DataFrame | None,
+    experiment: str,
+    run_name: str | None,
+    params: Mapping[str, Any] | None,
+    pip_requirements: Sequence[str] | None,
+) -> ModelVersion:
+    """Log a models-from-code pyfunc in the active run (or a new one), then register it."""
+    import mlflow
+
+    values = {name: float(value) for name, value in metrics.items()}
     with _session(settings) as uri:
         run = mlflow.active_run()
         runs: AbstractContextManager[ActiveRun] = (
@@ -121,17 +206,17 @@ def log_recommender(
             if run is None
             else nullcontext(run)
         )
-        with runs as active, _errors("log the recommender model", uri):
+        with runs as active, _errors(f"log the {registered_name} model", uri):
             if run is not None and params:
                 mlflow.log_params({mlflow_key(str(k)): v for k, v in params.items()})
             if values:
                 mlflow.log_metrics({mlflow_key(k): v for k, v in values.items()})
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
-                python_model=str(PYFUNC_CODE),
-                artifacts={rp.ENGINE_ARTIFACT: str(engine_dir.resolve())},
-                model_config={rp.LOADER_KEY: loader},
-                signature=rp.model_signature(),
+                name=registered_name,
+                python_model=str(python_model),
+                artifacts=artifacts,
+                model_config=model_config,
+                signature=signature,
                 input_example=input_example,
                 pip_requirements=list(pip_requirements or _default_requirements()),
             )

@@ -216,7 +216,9 @@ def champion_version(settings: Settings, name: str) -> ModelVersion:
         champion = _champion(client, name)
         if champion is None:
             if not client.search_registered_models(f"name = '{name}'"):
-                raise TrackingError(f"no registered model named {name!r}")
+                raise TrackingError(
+                    f"no registered model named {name!r} in {settings.home}: train one first"
+                )
             raise TrackingError(f"model {name!r} has no champion yet; promote a version first")
     return champion
 
@@ -240,6 +242,18 @@ def _local_path(uri: str) -> Path | None:
 def champion_engine_dir(settings: Settings, name: str, dst: Path | None = None) -> Path:
     """The champion's engine directory, ready for `load_engine` (no pyfunc in between).
 
+    See `champion_artifact_dir`.
+    """
+    from personalizer.models import recommender_pyfunc as rp
+
+    return champion_artifact_dir(settings, name, rp.ENGINE_ARTIFACT, dst)
+
+
+def champion_artifact_dir(
+    settings: Settings, name: str, artifact: str = "model", dst: Path | None = None
+) -> Path:
+    """The champion's model directory (the pyfunc artifact `artifact`), opened without MLflow.
+
     With the local artifact store this is the folder inside `<home>/mlartifacts`, returned in
     place (treat it as read-only). A remote store is downloaded to `dst`, by default
     `<home>/champions/<name>/v<version>`.
@@ -250,22 +264,20 @@ def champion_engine_dir(settings: Settings, name: str, dst: Path | None = None) 
     import mlflow
     from mlflow.models import Model
 
-    from personalizer.models import recommender_pyfunc as rp
-
     version = champion_version(settings, name)
     location = _model_location(settings, version).rstrip("/")
     local = _local_path(location)
-    with _quiet(settings), _errors(f"fetch the engine of {name!r} v{version.version}"):
+    with _quiet(settings), _errors(f"fetch the files of {name!r} v{version.version}"):
         if local is None:
             target = dst or settings.home / "champions" / name / f"v{version.version}"
             target.mkdir(parents=True, exist_ok=True)
             local = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(target)))
         pyfunc = Model.load(str(local / "MLmodel")).flavors["python_function"]
-        relative = pyfunc["artifacts"][rp.ENGINE_ARTIFACT]["path"]
-    engine = local / relative
-    if not engine.is_dir():
-        raise TrackingError(f"the champion's engine folder {engine} is missing")
-    return engine
+        relative = pyfunc["artifacts"][artifact]["path"]
+    folder = local / relative
+    if not folder.is_dir():
+        raise TrackingError(f"the champion's model folder {folder} is missing")
+    return folder
 
 
 def load_champion(settings: Settings, name: str) -> PyFuncModel:

@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 
 from personalizer import tracking
 from personalizer.config import Settings
+from personalizer.data.training import load_orders
 from personalizer.evaluation.compare import compare
 from personalizer.evaluation.metrics import evaluate_split
-from personalizer.evaluation.split import Split, temporal_split, to_utc_timestamp
+from personalizer.evaluation.split import Split, temporal_split
 from personalizer.models.recommenders.engine import MODES, STRATEGIES, Engine, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -36,39 +37,6 @@ class TrainResult:
     decision: tracking.PromotionDecision
     table: pd.DataFrame  # validation comparison (rows: models; columns: mode/metric)
     choices: dict[str, str]
-
-
-def load_orders(
-    settings: Settings, transactions: Path | None, until: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Timestamp | None]:
-    """Order lines from a file (validated, bad rows quarantined) or from the warehouse.
-
-    Returns the lines before `until`, the catalog when the warehouse has one, and `until`.
-    """
-    products = None
-    if transactions is not None:
-        from personalizer.data.importer import read_feed
-
-        orders, report = read_feed(settings, transactions, "orders")
-        if report.quarantined_total:
-            log.warning(
-                "%s: %d bad rows quarantined (%s)",
-                transactions,
-                report.quarantined_total,
-                dict(report.quarantined),
-            )
-    else:
-        from personalizer.data.warehouse import Warehouse
-
-        with Warehouse(settings.warehouse_path, read_only=True) as wh:
-            orders = wh.query("SELECT * FROM orders")
-            products = wh.query("SELECT product_id, category, in_stock, price FROM products")
-    cutoff = to_utc_timestamp(until) if until else None
-    if cutoff is not None:
-        orders = orders[pd.to_datetime(orders["ordered_at"]) < cutoff]
-    if orders.empty:
-        raise ValueError("no order lines to learn from" + (f" before {until}" if until else ""))
-    return orders.reset_index(drop=True), products, cutoff
 
 
 def validation_table(engine: Engine) -> pd.DataFrame:

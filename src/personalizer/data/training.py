@@ -1,0 +1,91 @@
+"""What a training pipeline reads: order lines from a file or the warehouse, cut at `until`.
+
+A transactions file (the external-evaluation contract) gives order lines only, validated on the way
+in with bad rows quarantined; the warehouse also gives the catalog, the customers (time zones,
+consent) and the events (email engagement, returns, site activity).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from personalizer.config import Settings
+from personalizer.evaluation.split import to_utc_timestamp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Inputs of a training run; `as_of` is where the data ends (`until`, or after the last order)."""
+
+    orders: pd.DataFrame
+    products: pd.DataFrame | None
+    customers: pd.DataFrame | None
+    events: pd.DataFrame | None
+    until: pd.Timestamp | None
+    as_of: pd.Timestamp
+
+
+def load_orders(
+    settings: Settings, transactions: Path | None, until: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Timestamp | None]:
+    """Order lines from a file (validated, bad rows quarantined) or from the warehouse.
+
+    Returns the lines before `until`, the catalog when the warehouse has one, and `until`.
+    """
+    data = load_training_data(settings, transactions, until, with_events=False)
+    return data.orders, data.products, data.until
+
+
+def load_training_data(
+    settings: Settings,
+    transactions: Path | None,
+    until: str | None,
+    *,
+    with_events: bool = True,
+) -> TrainingData:
+    """Order lines (and from the warehouse: catalog, customers, events) before `until`.
+
+    Raises:
+        ValueError: When there are no order lines before `until`.
+    """
+    products = customers = events = None
+    if transactions is not None:
+        from personalizer.data.importer import read_feed
+
+        orders, report = read_feed(settings, transactions, "orders")
+        if report.quarantined_total:
+            log.warning(
+                "%s: %d bad rows quarantined (%s)",
+                transactions,
+                report.quarantined_total,
+                dict(report.quarantined),
+            )
+    else:
+        from personalizer.data.warehouse import Warehouse
+
+        with Warehouse(settings.warehouse_path, read_only=True) as wh:
+            orders = wh.query("SELECT * FROM orders")
+            products = wh.query("SELECT product_id, category, in_stock, price FROM products")
+            if with_events:
+                customers = wh.query("SELECT * EXCLUDE (email) FROM customers")
+                events = wh.query("SELECT * FROM events")
+    cutoff = to_utc_timestamp(until) if until else None
+    if cutoff is not None:
+        orders = orders[pd.to_datetime(orders["ordered_at"]) < cutoff]
+        if events is not None:
+            events = events[pd.to_datetime(events["occurred_at"]) < cutoff].reset_index(drop=True)
+    if orders.empty:
+        raise ValueError("no order lines to learn from" + (f" before {until}" if until else ""))
+    orders = orders.reset_index(drop=True)
+    as_of = cutoff if cutoff is not None else _after_last(orders)
+    return TrainingData(orders, products, customers, events, cutoff, as_of)
+
+
+def _after_last(orders: pd.DataFrame) -> pd.Timestamp:
+    return pd.Timestamp(pd.to_datetime(orders["ordered_at"]).max()) + pd.Timedelta(seconds=1)
