@@ -25,13 +25,17 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when current
 
-demo: install ## Synthetic shop → warehouse → stats → train the recommender → score customers
+demo: install ## Synthetic shop → warehouse → stats → train and score the recommender, churn and send time
 	$(VENV)/bin/personalizer data generate --customers $(DEMO_CUSTOMERS) --seed 42
 	$(VENV)/bin/personalizer data import $(PERSONALIZER_HOME)/synthetic
 	$(VENV)/bin/personalizer data stats
 	$(VENV)/bin/personalizer train recommender
 	$(PY) -c "import pandas as pd; ids = pd.read_parquet('$(PERSONALIZER_HOME)/synthetic/customers.parquet')['customer_id']; open('$(PERSONALIZER_HOME)/demo_customers.txt', 'w').write('\n'.join(ids.head(200)))"
 	$(VENV)/bin/personalizer score recommendations --customers $(PERSONALIZER_HOME)/demo_customers.txt --n 5 --out $(PERSONALIZER_HOME)/demo_recommendations.parquet
+	$(VENV)/bin/personalizer train churn
+	$(VENV)/bin/personalizer score churn --out $(PERSONALIZER_HOME)/demo_churn.parquet
+	$(VENV)/bin/personalizer train send-time
+	$(VENV)/bin/personalizer score send-time --out $(PERSONALIZER_HOME)/demo_send_time.parquet
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests

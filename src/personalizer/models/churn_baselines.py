@@ -2,7 +2,9 @@
 
 Baselines (all scored at the same cutoff, for the same customers):
 - `recency`: days since the last order (the classic single signal);
-- `bgnbd`: 1 − the BG/NBD probability of being alive;
+- `bgnbd`: BG/NBD's chance of no purchase in the horizon, exp(−expected purchases) (a Poisson
+  reading of its conditional expectation; 1 − P(alive) would rank one-time buyers, whom BG/NBD
+  counts as alive, as the safest);
 - `rfm_lightgbm`: `ChurnModel` restricted to plain RFM (`RFM_FEATURES`), trained out of time
   exactly like the full model, so the comparison isolates what the other features add.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from personalizer.evaluation.churn import evaluate_churn
@@ -37,7 +40,7 @@ def churn_baselines(
 
     Returns:
         Index `customer_id`; columns `recency` (days since the last order), `bgnbd`
-        (1 − BG/NBD P(alive)) and `rfm_lightgbm` (churn probability).
+        (exp(−BG/NBD expected purchases in the horizon)) and `rfm_lightgbm` (churn probability).
     """
     rfm = ChurnModel(**{**(params or {}), "features": RFM_FEATURES})
     history = CustomerHistory.build(orders, events, until=as_of)
@@ -46,7 +49,7 @@ def churn_baselines(
     return pd.DataFrame(
         {
             "recency": features["recency_days"],
-            "bgnbd": 1.0 - features["p_alive"],
+            "bgnbd": np.exp(-features["expected_purchases"]),
             "rfm_lightgbm": rfm.predict_features(features)["churn_probability"],
         }
     )
