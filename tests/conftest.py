@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from personalizer.config import THREADS_ENV, Settings
@@ -27,3 +28,25 @@ def dataset(*parts: str) -> Path:
     path = DATASETS.joinpath(*parts)
     assert path.exists(), f"real dataset missing: {path} (see ../shared/datasets/README.md)"
     return path
+
+
+ONLINE_RETAIL_COLUMNS = {
+    "CustomerID": "customer_id",
+    "InvoiceNo": "order_id",
+    "StockCode": "product_id",
+    "Quantity": "quantity",
+    "UnitPrice": "unit_price",
+    "InvoiceDate": "ordered_at",
+}
+
+
+def online_retail_transactions(folder: Path) -> tuple[Path, pd.DataFrame]:
+    """The raw Online Retail lines under the contract's column names, written to `folder`.
+
+    Returns the file (what an external scorer passes as `--transactions`) and its lines.
+    """
+    raw = pd.read_parquet(dataset("online_retail", "online_retail.parquet"))
+    lines = raw.rename(columns=ONLINE_RETAIL_COLUMNS)
+    path = folder / "online_retail_lines.parquet"
+    lines.to_parquet(path, index=False)
+    return path, lines

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import dataset
+from conftest import online_retail_transactions
 from personalizer.config import Settings
 from personalizer.data.synthetic import ShopConfig, make_catalog, simulate_chunk
 from personalizer.evaluation.churn import evaluate_churn
@@ -326,19 +326,7 @@ def test_evaluate_churn_known_answers() -> None:
 def test_online_retail_beats_the_baselines_out_of_time(settings: Settings, tmp_path: Path) -> None:
     from personalizer.data.importer import read_feed
 
-    raw = pd.read_parquet(dataset("online_retail", "online_retail.parquet"))
-    contract = raw.rename(
-        columns={
-            "CustomerID": "customer_id",
-            "InvoiceNo": "order_id",
-            "StockCode": "product_id",
-            "Quantity": "quantity",
-            "UnitPrice": "unit_price",
-            "InvoiceDate": "ordered_at",
-        }
-    )
-    path = tmp_path / "online_retail_lines.parquet"
-    contract.to_parquet(path, index=False)
+    path, _ = online_retail_transactions(tmp_path)
     orders, _ = read_feed(settings, path, "orders")  # the canonical feed, as `train churn` reads it
     table, _model, full = compare_churn(orders, "2011-09-01", model=ChurnModel(num_threads=1))
     print("\nOnline Retail churn, cutoff 2011-09-01, H = 90 (out of time)")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from conftest import dataset
+from conftest import online_retail_transactions
 from test_recommender_contract import cli, orders_file
 
 CHURN_COLUMNS = [
@@ -101,19 +101,7 @@ def test_scoring_before_training_is_a_clear_error(tmp_path: Path) -> None:
 
 def online_retail_lines(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
     """The raw file under contract names, and its cleaned lines for the scorer's truth."""
-    raw = pd.read_parquet(dataset("online_retail", "online_retail.parquet"))
-    lines = raw.rename(
-        columns={
-            "CustomerID": "customer_id",
-            "InvoiceNo": "order_id",
-            "StockCode": "product_id",
-            "Quantity": "quantity",
-            "UnitPrice": "unit_price",
-            "InvoiceDate": "ordered_at",
-        }
-    )
-    path = tmp_path / "online_retail_lines.parquet"
-    lines.to_parquet(path, index=False)
+    path, lines = online_retail_transactions(tmp_path)
     clean = lines.dropna(subset=["customer_id"])
     clean = clean[(clean["quantity"] > 0) & ~clean["order_id"].astype(str).str.startswith("C")]
     clean = clean.assign(customer_id=clean["customer_id"].astype(int).astype(str))

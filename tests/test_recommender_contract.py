@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import dataset
+from conftest import online_retail_transactions
 from personalizer.evaluation.metrics import evaluate
 from personalizer.evaluation.split import temporal_split
 
@@ -119,19 +119,7 @@ def test_scoring_without_a_trained_model_is_a_clear_error(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_online_retail_targets_through_the_contract(tmp_path: Path) -> None:
-    raw = pd.read_parquet(dataset("online_retail", "online_retail.parquet"))
-    lines = raw.rename(
-        columns={
-            "CustomerID": "customer_id",
-            "InvoiceNo": "order_id",
-            "StockCode": "product_id",
-            "Quantity": "quantity",
-            "UnitPrice": "unit_price",
-            "InvoiceDate": "ordered_at",
-        }
-    )
-    path = tmp_path / "online_retail_lines.parquet"
-    lines.to_parquet(path, index=False)
+    path, lines = online_retail_transactions(tmp_path)
     home = tmp_path / "home"
     cli(home, "train", "recommender", "--transactions", str(path), "--until", "2011-09-01")
 

@@ -481,3 +481,61 @@ def _cell(value: object) -> str:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@train_app.command("uplift")
+def train_uplift(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", help="A Hillstrom-format CSV (history, segment, outcomes).")
+    ],
+    treatment: Annotated[str, typer.Option(help="The treated arm (a `segment` value).")] = (
+        "Womens E-Mail"
+    ),
+    control: Annotated[str, typer.Option(help="The control arm (a `segment` value).")] = (
+        "No E-Mail"
+    ),
+    target: Annotated[str, typer.Option(help="Outcome: visit or conversion.")] = "visit",
+    home: HomeOption = None,
+) -> None:
+    """Compare the uplift models on a 50/50 split, register the X-learner, promote it if better."""
+    from personalizer.models.uplift_pipeline import PUBLISHED_UPLIFT_AT_30, train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, dataset, treatment, control, target)
+    _print_frame(
+        result.table,
+        f"{treatment} vs {control}, {target}: test half of {result.test_customers:,}",
+    )
+    best = float(result.table.loc[result.default_model, "uplift@30%"])
+    verdict = "above" if best > PUBLISHED_UPLIFT_AT_30 else "not above"
+    console.print(
+        f"{result.default_model} uplift@30% {best:.4f} vs published reference "
+        f"{PUBLISHED_UPLIFT_AT_30} (scikit-uplift class transformation): {verdict}"
+    )
+    _print_registered("uplift", result.version, result.model_dir, result.decision)
+
+
+@train_app.command("engagement")
+def train_engagement(
+    until: Annotated[
+        str | None, typer.Option(help="Use only events and order lines before this time.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Train P(open), P(click), P(purchase) (validated out of time), log, register, gate."""
+    from personalizer.models.engagement_pipeline import train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, until)
+    table = result.table.set_index("method")[
+        ["target", "auc", "pr_auc", "brier", "positive_rate", "n"]
+    ]
+    _print_frame(
+        table,
+        f"emails sent from {result.validation_cutoff:%Y-%m-%d} (out of time), outcome within "
+        "the window after each",
+    )
+    console.print(f"registered model scores an email sent at {result.as_of:%Y-%m-%d %H:%M}")
+    _print_registered("engagement", result.version, result.model_dir, result.decision)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from personalizer import tracking
@@ -60,7 +59,11 @@ class EngagementScorer:
     """A fitted engagement model with the history it was fitted on: scores an email at `as_of`."""
 
     def __init__(
-        self, model: EngagementModel, events: pd.DataFrame, orders: pd.DataFrame, as_of: pd.Timestamp
+        self,
+        model: EngagementModel,
+        events: pd.DataFrame,
+        orders: pd.DataFrame,
+        as_of: pd.Timestamp,
     ) -> None:
         self.model = model
         self.events = events
@@ -81,9 +84,7 @@ class EngagementScorer:
         moments = pd.DataFrame(
             {"customer_id": frame["customer_id"].astype(str).to_numpy(), "at": self.as_of}
         )
-        scores = self.model.predict_features(
-            self._history.features(moments, self.model.priors_)
-        )
+        scores = self.model.predict_features(self._history.features(moments, self.model.priors_))
         return pd.concat([moments[["customer_id"]], scores], axis=1)
 
     def save(self, path: Path) -> None:
@@ -116,7 +117,7 @@ def snapshot(events: pd.DataFrame, orders: pd.DataFrame) -> tuple[pd.DataFrame, 
     """
     machine = machine_opens(events)
     events = events[[c for c in _EVENT_COLUMNS if c in events.columns]].copy()
-    events["properties"] = np.where(machine, _MACHINE, None)
+    events["properties"] = pd.Series(None, index=events.index, dtype=object).mask(machine, _MACHINE)
     orders = orders[[c for c in _ORDER_COLUMNS if c in orders.columns]]
     return events.reset_index(drop=True), orders.reset_index(drop=True)
 
@@ -137,11 +138,15 @@ def train(settings: Settings, until: str | None = None) -> EngagementTrainResult
         )
     events, orders = snapshot(data.events, data.orders)
     as_of = data.until if data.until is not None else _after_last(events, orders)
-    first = min(pd.to_datetime(events["occurred_at"]).min(), orders["ordered_at"].min())
+    first = min(
+        pd.to_datetime(events["occurred_at"]).min(), pd.to_datetime(orders["ordered_at"]).min()
+    )
     span_days = (as_of - pd.Timestamp(first)) / pd.Timedelta(days=1)
     days = min(VALIDATION_DAYS, MAX_VALIDATION_SHARE * span_days)
     validation_cutoff = as_of - pd.Timedelta(days=days)
-    long = evaluate_engagement(events, orders, validation_cutoff, model=EngagementModel(), end=as_of)
+    long = evaluate_engagement(
+        events, orders, validation_cutoff, model=EngagementModel(), end=as_of
+    )
     model = EngagementModel().fit(events, orders, as_of)
     scorer = EngagementScorer(model, events, orders, as_of)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -180,5 +185,7 @@ def train(settings: Settings, until: str | None = None) -> EngagementTrainResult
 
 def _after_last(events: pd.DataFrame, orders: pd.DataFrame) -> pd.Timestamp:
     """Just after the last event or order: the moment the next email is scored for."""
-    last = max(pd.to_datetime(events["occurred_at"]).max(), orders["ordered_at"].max())
+    last = max(
+        pd.to_datetime(events["occurred_at"]).max(), pd.to_datetime(orders["ordered_at"]).max()
+    )
     return pd.Timestamp(last) + pd.Timedelta(seconds=1)

@@ -63,15 +63,11 @@ class UpliftScorer:
         self.model = model
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """`uplift` per row of Hillstrom history columns (`customer_id` kept when given)."""
+        """`uplift` (change in response probability if emailed) per row of Hillstrom columns."""
         missing = [c for c in HISTORY if c not in frame.columns]
         if missing:
             raise ValueError(f"the frame lacks the Hillstrom column(s) {missing}")
-        uplift = self.model.predict_uplift(hillstrom_features(frame))
-        out = pd.DataFrame({"uplift": uplift})
-        if "customer_id" in frame.columns:
-            out.insert(0, "customer_id", frame["customer_id"].astype(str).to_numpy())
-        return out
+        return pd.DataFrame({"uplift": self.model.predict_uplift(hillstrom_features(frame))})
 
     def save(self, path: Path) -> None:
         """The model's LightGBM text files and JSON in the folder `path`."""
@@ -101,7 +97,9 @@ def read_campaign(path: Path, treatment: str, control: str, target: str) -> pd.D
     arms = set(raw["segment"].astype(str).unique())
     for role, arm in (("treatment", treatment), ("control", control)):
         if arm not in arms:
-            raise ValueError(f"{path}: no customer in the {role} arm {arm!r} (arms: {sorted(arms)})")
+            raise ValueError(
+                f"{path}: no customer in the {role} arm {arm!r} (arms: {sorted(arms)})"
+            )
     kept = raw[raw["segment"].isin([treatment, control])]
     return kept.assign(treatment=(kept["segment"] == treatment).astype(int))
 
