@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when current
 
-demo: install ## Synthetic shop → warehouse → stats → train and score the recommender, churn and send time
+demo: install ## Synthetic shop → warehouse → stats → train and score the recommender, churn, send time; engagement
 	$(VENV)/bin/personalizer data generate --customers $(DEMO_CUSTOMERS) --seed 42
 	$(VENV)/bin/personalizer data import $(PERSONALIZER_HOME)/synthetic
 	$(VENV)/bin/personalizer data stats
@@ -36,6 +36,7 @@ demo: install ## Synthetic shop → warehouse → stats → train and score the 
 	$(VENV)/bin/personalizer score churn --out $(PERSONALIZER_HOME)/demo_churn.parquet
 	$(VENV)/bin/personalizer train send-time
 	$(VENV)/bin/personalizer score send-time --out $(PERSONALIZER_HOME)/demo_send_time.parquet
+	$(VENV)/bin/personalizer train engagement
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests
