@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -468,3 +469,19 @@ def test_render_table_marks_the_best_in_the_terminal() -> None:
 def test_render_table_single_model_has_no_marks() -> None:
     rendered = render_table(compare({"only": {"all": {"recall@10": 0.1}}}))
     assert rendered.caption is None
+
+
+def test_gain_importance_puts_the_deciding_feature_first() -> None:
+    import lightgbm as lgb
+
+    from personalizer.evaluation.importance import gain_importance
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"noise": rng.random(500), "signal": rng.random(500)})
+    y = (x["signal"] > 0.5).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=10)
+    table = gain_importance({"toy": booster})
+    assert table["feature"].iloc[0] == "signal"
+    assert table["share"].iloc[0] > 0.8
+    assert table["share"].sum() == pytest.approx(1.0)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from personalizer import tracking
 from personalizer.config import Settings
 from personalizer.data.training import TrainingData, load_training_data
+from personalizer.evaluation.importance import gain_importance
 from personalizer.models.churn import ChurnModel
 from personalizer.models.churn_baselines import compare_churn
 from personalizer.models.churn_scoring import score_customers
@@ -165,6 +166,7 @@ def train(
         tracking.log_table(table.reset_index(names="model"), "validation_comparison")
         tracking.log_table(detail["reliability"], "reliability")
         tracking.log_figure(_reliability_plot(detail["reliability"]), "reliability")
+        tracking.log_table(gain_importance({"churn": model.booster_}), "feature_importance")
         version = tracking.log_directory_model(
             settings, model_dir, MODEL_NAME, metrics, loader=LOADER, input_example=example
         )

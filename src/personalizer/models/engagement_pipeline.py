@@ -22,6 +22,7 @@ import pandas as pd
 from personalizer import tracking
 from personalizer.config import Settings
 from personalizer.data.training import load_training_data
+from personalizer.evaluation.importance import gain_importance
 from personalizer.evaluation.propensity import METHODS, evaluate_engagement
 from personalizer.features.email_history import EmailHistory
 from personalizer.features.engagement_times import machine_opens
@@ -174,6 +175,7 @@ def train(settings: Settings, until: str | None = None) -> EngagementTrainResult
     example = pd.DataFrame({"customer_id": ids})
     with tracking.start_run(settings, EXPERIMENT, run_name=f"train {stamp}", params=params):
         tracking.log_table(long, "validation_comparison")
+        tracking.log_table(gain_importance(model.boosters_), "feature_importance")
         version = tracking.log_directory_model(
             settings, model_dir, MODEL_NAME, metrics, loader=LOADER, input_example=example
         )

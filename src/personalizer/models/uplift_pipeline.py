@@ -24,6 +24,7 @@ from sklearn.model_selection import train_test_split
 from personalizer import tracking
 from personalizer.config import Settings
 from personalizer.data.adapters.hillstrom import HISTORY
+from personalizer.evaluation.importance import gain_importance
 from personalizer.evaluation.uplift import qini_auc_score, qini_curve, uplift_at_k
 from personalizer.models.uplift import MODELS, UpliftModel, XLearner, hillstrom_features
 
@@ -177,6 +178,7 @@ def train(
     with tracking.start_run(settings, EXPERIMENT, run_name=f"train {stamp}", params=params):
         tracking.log_table(table.reset_index(names="model"), "test_comparison")
         tracking.log_figure(_qini_plot(y, t, scores), "qini")
+        tracking.log_table(gain_importance(models[DEFAULT_MODEL].boosters_), "feature_importance")
         version = tracking.log_directory_model(
             settings, model_dir, MODEL_NAME, metrics, loader=LOADER, input_example=example
         )
