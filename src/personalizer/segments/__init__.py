@@ -1,0 +1,1 @@
+"""Segments: declarative definitions (`definitions`) and their batch evaluation (`batch`)."""
