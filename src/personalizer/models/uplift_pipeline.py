@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from personalizer import tracking
 from personalizer.config import Settings
-from personalizer.data.adapters.hillstrom import HISTORY
+from personalizer.data.adapters.hillstrom import HISTORY, read_campaign
 from personalizer.evaluation.importance import gain_importance
 from personalizer.evaluation.uplift import qini_auc_score, qini_curve, uplift_at_k
 from personalizer.models.uplift import MODELS, UpliftModel, XLearner, hillstrom_features
@@ -41,7 +41,6 @@ PUBLISHED_UPLIFT_AT_30 = 0.0661
 TEST_SIZE = 0.5
 SPLIT_SEED = 42
 K = 0.3
-TARGETS = ("visit", "conversion")
 RANDOM = "random targeting"
 
 
@@ -78,31 +77,6 @@ class UpliftScorer:
 def load_scorer(path: Path) -> UpliftScorer:
     """Open a folder written by `UpliftScorer.save`."""
     return UpliftScorer(UpliftModel.load(Path(path)))
-
-
-def read_campaign(path: Path, treatment: str, control: str, target: str) -> pd.DataFrame:
-    """The rows of the `treatment` and `control` arms (file order), with a 0/1 `treatment`.
-
-    Raises:
-        ValueError: On missing columns, an unknown arm or target, or an arm without customers.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"--target must be one of {TARGETS}, got {target!r}")
-    if treatment == control:
-        raise ValueError(f"the treatment and the control are the same arm ({treatment!r})")
-    raw = pd.read_csv(path)
-    raw.columns = [str(c).strip().lower() for c in raw.columns]
-    missing = sorted({*HISTORY, "segment", target} - set(raw.columns))
-    if missing:
-        raise ValueError(f"{path}: not a Hillstrom-format file, missing column(s) {missing}")
-    arms = set(raw["segment"].astype(str).unique())
-    for role, arm in (("treatment", treatment), ("control", control)):
-        if arm not in arms:
-            raise ValueError(
-                f"{path}: no customer in the {role} arm {arm!r} (arms: {sorted(arms)})"
-            )
-    kept = raw[raw["segment"].isin([treatment, control])]
-    return kept.assign(treatment=(kept["segment"] == treatment).astype(int))
 
 
 def compare_models(

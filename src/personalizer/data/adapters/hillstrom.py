@@ -33,6 +33,7 @@ HISTORY = [
     "channel",
 ]
 COLUMNS = {*HISTORY, "segment", "visit", "conversion", "spend"}
+TARGETS = ("visit", "conversion")
 
 
 def recognises(names: set[str]) -> bool:
@@ -133,3 +134,28 @@ def read(
             "properties",
         },
     )
+
+
+def read_campaign(path: Path, treatment: str, control: str, target: str) -> pd.DataFrame:
+    """The rows of the `treatment` and `control` arms (file order), with a 0/1 `treatment`.
+
+    Raises:
+        ValueError: On missing columns, an unknown arm or target, or an arm without customers.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"--target must be one of {TARGETS}, got {target!r}")
+    if treatment == control:
+        raise ValueError(f"the treatment and the control are the same arm ({treatment!r})")
+    raw = pd.read_csv(path)
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    missing = sorted({*HISTORY, "segment", target} - set(raw.columns))
+    if missing:
+        raise ValueError(f"{path}: not a Hillstrom-format file, missing column(s) {missing}")
+    arms = set(raw["segment"].astype(str).unique())
+    for role, arm in (("treatment", treatment), ("control", control)):
+        if arm not in arms:
+            raise ValueError(
+                f"{path}: no customer in the {role} arm {arm!r} (arms: {sorted(arms)})"
+            )
+    kept = raw[raw["segment"].isin([treatment, control])]
+    return kept.assign(treatment=(kept["segment"] == treatment).astype(int))
