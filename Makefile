@@ -55,6 +55,7 @@ test-fast: install ## The test suite without tests marked slow
 
 bench: install ## Benchmarks: throughput figures and ratios against in-run baselines
 	$(PY) tests/benchmarks/bench_ingest.py
+	$(PY) tests/benchmarks/bench_event_store.py
 	$(PY) tests/benchmarks/bench_recommender.py
 
 clean: ## Remove the virtualenv and caches (keeps data/)

@@ -539,3 +539,50 @@ def train_engagement(
     )
     console.print(f"registered model scores an email sent at {result.as_of:%Y-%m-%d %H:%M}")
     _print_registered("engagement", result.version, result.model_dir, result.decision)
+
+
+events_app = typer.Typer(
+    help="Real-time events: durable, deduplicated ingestion.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("ingest")
+def events_ingest(
+    path: Annotated[Path, typer.Argument(help="Events as JSON Lines, CSV or Parquet.")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, parquet or jsonl (default: from the extension)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Validate events, store new ones durably in the event store, quarantine the bad ones."""
+    from personalizer.data.event_store import EventStoreBusy, ingest_file, open_event_store
+
+    settings = _settings(home)
+    if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
+        raise _fail(f"--format must be csv, parquet or jsonl, got {fmt!r}")
+    with _user_errors():
+        try:
+            with open_event_store(settings) as store:
+                result = ingest_file(
+                    store,
+                    path,
+                    fmt=fmt,  # type: ignore[arg-type]
+                    quarantine_dir=settings.quarantine_dir,
+                    batch_rows=settings.batch_rows,
+                )
+        except EventStoreBusy as exc:
+            raise _fail(str(exc)) from exc
+    console.print(
+        f"{path}: {result.accepted:,} accepted, {result.duplicates:,} duplicate, "
+        f"{len(result.rejected):,} rejected; last sequence number {result.last_seq:,}"
+    )
+    if result.rejected:
+        detail = Table(title="rejected by reason")
+        detail.add_column("reason")
+        detail.add_column("events", justify="right")
+        for reason, n in result.reasons.most_common():
+            detail.add_row(reason, f"{n:,}")
+        console.print(detail)
+        console.print(f"quarantine file: {result.quarantine_file}")
