@@ -64,6 +64,9 @@ def test_churn_contract_scores_every_customer_seen_before_the_cutoff(
     # a second model is judged against the champion by the gate
     again = cli(home, "train", "churn", "--transactions", str(shop_lines), "--until", UNTIL)
     assert "champion v1" in again.stdout
+    listing = cli(home, "models", "list").stdout
+    assert "churn in" in listing
+    assert "auc" in listing
 
 
 def test_send_time_contract_gives_an_hour_of_the_week_per_customer(

@@ -423,14 +423,28 @@ def models_list(home: HomeOption = None) -> None:
     if frame.empty:
         console.print("no registered models yet: run `personalizer train recommender`")
         return
-    wanted = ["name", "version", "aliases", "created", "ndcg@10", "recall@10", "new_recall@10"]
-    frame = frame[[c for c in wanted if c in frame.columns]]
-    table = Table(title=f"models in {settings.mlflow_uri}")
-    for column in frame.columns:
-        table.add_column(str(column))
-    for record in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) if not isinstance(v, float) else f"{v:.4f}" for v in record))
-    console.print(table)
+    keys = ["name", "version", "aliases", "created"]
+    for name, versions in frame.groupby("name", sort=True):
+        # each model's own validation metrics (its gate metric first), at most six of them
+        measured = [c for c in versions.columns[len(keys) + 1 :] if versions[c].notna().any()]
+        gate = MODEL_METRICS.get(str(name), [])
+        shown = [*[m for m in gate if m in measured], *[m for m in measured if m not in gate]][:6]
+        table = Table(title=f"{name} in {settings.mlflow_uri}")
+        for column in [*keys[1:], *shown]:
+            table.add_column(str(column))
+        for record in versions[[*keys[1:], *shown]].itertuples(index=False):
+            table.add_row(*(_cell(v) if not isinstance(v, float) else f"{v:.4f}" for v in record))
+        console.print(table)
+
+
+# The metrics `models list` shows first, per registered model (the first is its gate metric).
+MODEL_METRICS = {
+    "recommender": ["ndcg@10", "recall@10", "new_recall@10"],
+    "churn": ["auc", "brier", "pr_auc"],
+    "send_time": ["time_of_day_hit", "shop_time_of_day_hit"],
+    "engagement": ["open_auc", "click_auc", "purchase_auc"],
+    "uplift": ["uplift_at_30"],
+}
 
 
 @models_app.command("promote")
