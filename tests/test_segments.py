@@ -306,3 +306,24 @@ def test_a_skipped_segment_keeps_its_open_memberships() -> None:
     history, changes = update_memberships(history, _current(), t2, segments=["vip"])
     assert changes[["segment", "change"]].values.tolist() == [["vip", "exit"]]
     assert history.loc[history["segment"] == "churn_risk_high", "exited_at"].isna().all()
+
+
+def test_a_shop_without_orders_or_events_still_gets_its_segments() -> None:
+    columns = ["customer_id", "order_id", "product_id", "quantity", "unit_price", "ordered_at"]
+    orders = pd.DataFrame({c: pd.Series(dtype=object) for c in columns}).astype(
+        {"quantity": float, "unit_price": float, "ordered_at": "datetime64[ns]"}
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["new", "old"],
+            "email_consent": [True, True],
+            "signed_up_at": pd.to_datetime(["2026-09-28", "2025-01-01"]),
+        }
+    )
+    as_of = pd.Timestamp("2026-10-01")
+    members = evaluate_segments(default_segments(), orders, None, customers, as_of)
+    assert set(members.itertuples(index=False, name=None)) == {("new", "new_subscriber")}
+    line = {"customer_id": "old", "order_id": "o1", "product_id": "p", "quantity": 1.0}
+    one = pd.DataFrame([{**line, "unit_price": 5.0, "ordered_at": pd.Timestamp("2026-09-01")}])
+    members = evaluate_segments(default_segments(), one, None, customers, as_of)
+    assert ("old", "one_time_buyer") in set(members.itertuples(index=False, name=None))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from personalizer.data.warehouse import Warehouse
-from personalizer.features.customers import customer_features
+from personalizer.features.customers import FEATURE_NAMES, customer_features
 from personalizer.features.engagement_times import machine_opens, naive_utc, require_columns
 from personalizer.segments.definitions import (
     AllOf,
@@ -322,7 +322,7 @@ class _Inputs:
             if len(self._orders):
                 features = customer_features(self._orders, self.as_of, self._events)
             else:
-                features = pd.DataFrame(columns=["orders_total"], dtype=float)
+                features = pd.DataFrame(columns=list(FEATURE_NAMES), dtype=float)
             features = features.reindex(self.population)
             zero = [c for c in features.columns if _ZERO_WHEN_NO_ORDER.match(c)]
             features[zero] = features[zero].fillna(0.0)
@@ -369,7 +369,8 @@ class _Inputs:
         return mask
 
     def _event_products(self, rows: np.ndarray) -> np.ndarray:
-        assert self._events is not None
+        if self._events is None:  # no events, so no event rows to look up
+            return np.full(len(rows), None, dtype=object)
         products = self._events["product_id"].to_numpy(dtype=object)[rows]
         return np.asarray(pd.Series(products, dtype=object).where(pd.notna(products)))
 

@@ -49,7 +49,6 @@ ORDER_FIELDS = ("customer_id", "order_id", "product_id", "quantity", "unit_price
 # Fitted over all customers (BG/NBD): one customer's rows alone give another value.
 POPULATION_FEATURES = frozenset({"p_alive", "expected_purchases"})
 _ONE_NS = 1
-_PLACEHOLDER = "\x00no-customer"
 _ORDER_METRICS = frozenset({"spend", "orders"})
 
 
@@ -230,15 +229,12 @@ class SegmentUpdater:
         at: pd.Timestamp,
     ) -> dict[str, frozenset[str]]:
         """Segments per customer (members only) by `evaluate_segments` over these rows."""
-        if orders.empty:
-            orders = _placeholder_order(self._orders_empty, at)
         members = evaluate_segments(
             self.definitions, orders, events, customers, at, self.predictions
         )
         out = {
             str(c): frozenset(g) for c, g in members.groupby("customer_id", sort=False)["segment"]
         }
-        out.pop(_PLACEHOLDER, None)
         return out
 
     def _reevaluate(self, customers: set[str], at: pd.Timestamp) -> pd.DataFrame:
@@ -394,24 +390,6 @@ def _gather(table: dict[str, pd.DataFrame], ids: list[str], empty: pd.DataFrame)
     if not parts:
         return empty
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-
-
-def _placeholder_order(empty: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
-    """One order line of a customer who is never reported.
-
-    `evaluate_segments` cannot compute buyer features (`recency_days`, ...) from zero order lines,
-    so customers who never ordered are evaluated beside this one; no condition of the segments
-    kept here compares customers, so it changes nothing for them.
-    """
-    line = {
-        "customer_id": _PLACEHOLDER,
-        "order_id": _PLACEHOLDER,
-        "product_id": _PLACEHOLDER,
-        "quantity": 1.0,
-        "unit_price": 0.0,
-        "ordered_at": at - pd.Timedelta(days=1),
-    }
-    return pd.DataFrame([line]).astype(empty.dtypes.to_dict())
 
 
 def _no_changes() -> pd.DataFrame:
