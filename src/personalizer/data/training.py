@@ -87,5 +87,14 @@ def load_training_data(
     return TrainingData(orders, products, customers, events, cutoff, as_of)
 
 
+def validation_cutoff(
+    first: pd.Timestamp, as_of: pd.Timestamp, days: float = 90.0, max_share: float = 0.3
+) -> pd.Timestamp:
+    """Start of a held-out validation window ending at `as_of`: `days` long, at most `max_share`
+    of the history that began at `first`, so short histories keep most of their data to learn."""
+    span_days = (as_of - pd.Timestamp(first)) / pd.Timedelta(days=1)
+    return as_of - pd.Timedelta(days=min(days, max_share * span_days))
+
+
 def _after_last(orders: pd.DataFrame) -> pd.Timestamp:
     return pd.Timestamp(pd.to_datetime(orders["ordered_at"]).max()) + pd.Timedelta(seconds=1)

@@ -22,6 +22,7 @@ import pandas as pd
 from personalizer import tracking
 from personalizer.config import Settings
 from personalizer.data.training import load_training_data
+from personalizer.data.training import validation_cutoff as held_out_from
 from personalizer.evaluation.importance import gain_importance
 from personalizer.evaluation.propensity import METHODS, evaluate_engagement
 from personalizer.features.email_history import EmailHistory
@@ -35,8 +36,6 @@ MODEL_NAME = "engagement"
 EXPERIMENT = "engagement"
 GATE_METRIC = "open_auc"
 LOADER = "personalizer.models.engagement_pipeline:load_scorer"
-VALIDATION_DAYS = 90.0
-MAX_VALIDATION_SHARE = 0.3
 MEASURES = ("auc", "pr_auc", "brier")
 _SNAPSHOT = ("events.parquet", "orders.parquet")
 _EVENT_COLUMNS = ["customer_id", "type", "occurred_at", "campaign_id", "properties"]
@@ -142,9 +141,7 @@ def train(settings: Settings, until: str | None = None) -> EngagementTrainResult
     first = min(
         pd.to_datetime(events["occurred_at"]).min(), pd.to_datetime(orders["ordered_at"]).min()
     )
-    span_days = (as_of - pd.Timestamp(first)) / pd.Timedelta(days=1)
-    days = min(VALIDATION_DAYS, MAX_VALIDATION_SHARE * span_days)
-    validation_cutoff = as_of - pd.Timedelta(days=days)
+    validation_cutoff = held_out_from(pd.Timestamp(first), as_of)
     long = evaluate_engagement(
         events, orders, validation_cutoff, model=EngagementModel(), end=as_of
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from personalizer import tracking
 from personalizer.config import Settings
 from personalizer.data.training import load_training_data
+from personalizer.data.training import validation_cutoff as held_out_from
 from personalizer.evaluation.send_time import next_order_hits
 from personalizer.models.send_time import SendTimeModel
 
@@ -27,8 +28,6 @@ MODEL_NAME = "send_time"
 EXPERIMENT = "send_time"
 GATE_METRIC = "time_of_day_hit"
 LOADER = "personalizer.models.send_time_pipeline:load_scorer"
-VALIDATION_DAYS = 90.0
-MAX_VALIDATION_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,7 @@ def train(
     """Validate on next-order hours against the shop-wide best hour, fit on all, log, gate."""
     data = load_training_data(settings, transactions, until)
     first = pd.to_datetime(data.orders["ordered_at"]).min()
-    span_days = (data.as_of - first) / pd.Timedelta(days=1)
-    days = min(VALIDATION_DAYS, MAX_VALIDATION_SHARE * span_days)
-    validation_cutoff = data.as_of - pd.Timedelta(days=days)
+    validation_cutoff = held_out_from(first, data.as_of)
     validation = next_order_hits(
         data.orders, validation_cutoff, events=data.events, customers=data.customers
     )
