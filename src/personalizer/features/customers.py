@@ -52,6 +52,17 @@ TREND_DAYS = 90
 CLICK_WEIGHT = 3.0
 MACHINE_OPEN_WEIGHT = 0.2
 
+EMAIL_FEATURES = (
+    "emails_90d",
+    "opens_90d",
+    "machine_opens_90d",
+    "clicks_90d",
+    "engagement_90d",
+    "engagement_all",
+    "days_since_engaged",
+    "unsubscribed",
+)
+SITE_FEATURES = ("site_days_30d", "carts_30d", "days_since_site_visit")
 FEATURE_NAMES: tuple[str, ...] = (
     "recency_days",
     "tenure_days",
@@ -86,17 +97,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "returns_total",
     "returns_90d",
     "return_rate",
-    "emails_90d",
-    "opens_90d",
-    "machine_opens_90d",
-    "clicks_90d",
-    "engagement_90d",
-    "engagement_all",
-    "days_since_engaged",
-    "unsubscribed",
-    "site_days_30d",
-    "carts_30d",
-    "days_since_site_visit",
+    *EMAIL_FEATURES,
+    *SITE_FEATURES,
     "p_alive",
     "expected_purchases",
 )
@@ -256,19 +258,7 @@ def _breadth_and_return_features(
 def _event_features(
     out: dict[str, np.ndarray], e: EventArrays, has_events: bool, now: float, n: int
 ) -> None:
-    names = (
-        "emails_90d",
-        "opens_90d",
-        "machine_opens_90d",
-        "clicks_90d",
-        "engagement_90d",
-        "engagement_all",
-        "days_since_engaged",
-        "unsubscribed",
-        "site_days_30d",
-        "carts_30d",
-        "days_since_site_visit",
-    )
+    names = (*EMAIL_FEATURES, *SITE_FEATURES)
     arrays = (e.email_c, e.email_t, e.email_kind, e.site_c, e.site_t, e.site_cart)
     if not has_events or any(a is None for a in arrays):
         out.update({name: np.full(n, np.nan) for name in names})

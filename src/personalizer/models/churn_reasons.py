@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from personalizer.features.customers import EMAIL_FEATURES, SITE_FEATURES
+
 TOPICS: dict[str, tuple[str, ...]] = {
     "timing": (
         "recency_days",
@@ -62,17 +64,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
         "categories_distinct",
     ),
     "returns": ("returns_total", "returns_90d", "return_rate"),
-    "email": (
-        "emails_90d",
-        "opens_90d",
-        "machine_opens_90d",
-        "clicks_90d",
-        "engagement_90d",
-        "engagement_all",
-        "days_since_engaged",
-        "unsubscribed",
-    ),
-    "site": ("site_days_30d", "carts_30d", "days_since_site_visit"),
+    "email": EMAIL_FEATURES,
+    "site": SITE_FEATURES,
     "lifetime": ("p_alive", "expected_purchases"),
 }
 TOPIC_OF = {feature: topic for topic, features in TOPICS.items() for feature in features}
