@@ -194,6 +194,38 @@ def test_predicted_segments_are_evaluated_when_predictions_are_given(
     assert _members(members, "high_predicted_value") == set(ids[-20:])  # the top 10%
 
 
+TOP_SCORE = """\
+segments:
+  - name: most_engaged
+    description: the top quarter by email score, among buyers
+    condition:
+      all:
+        - {sum: {email_click: 3, human_open: 1}, window: 90 days, op: top, value: 0.25}
+        - {not: {feature: orders_total, op: "==", value: 0}}
+"""
+
+
+@pytest.mark.parametrize("chunk", [7, 333])
+def test_chunked_evaluation_equals_the_whole_population_at_once(
+    shop: dict[str, pd.DataFrame], chunk: int
+) -> None:
+    ids = shop["customers"]["customer_id"].to_numpy()[:200]
+    predictions = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "churn_probability": np.linspace(0, 1, len(ids)),
+            "predicted_value": np.arange(len(ids), dtype=float),
+        }
+    )
+    # every default segment, and `top` rankings that must span the chunks
+    segments = [*default_segments(), *parse_segments(TOP_SCORE, "top.yaml")]
+    tables = shop["orders"], shop["events"], shop["customers"]
+    whole = evaluate_segments(segments, *tables, AS_OF, predictions, chunk_customers=None)
+    chunked = evaluate_segments(segments, *tables, AS_OF, predictions, chunk_customers=chunk)
+    assert set(whole["segment"]) == DEFAULT_NAMES | {"most_engaged"}
+    pd.testing.assert_frame_equal(chunked, whole)
+
+
 # --- event sequences on hand-made frames ------------------------------------------------------
 T0 = pd.Timestamp("2026-03-02 10:00")
 NO_ORDERS = pd.DataFrame(
@@ -327,3 +359,31 @@ def test_a_shop_without_orders_or_events_still_gets_its_segments() -> None:
     one = pd.DataFrame([{**line, "unit_price": 5.0, "ordered_at": pd.Timestamp("2026-09-01")}])
     members = evaluate_segments(default_segments(), one, None, customers, as_of)
     assert ("old", "one_time_buyer") in set(members.itertuples(index=False, name=None))
+
+
+# --- the default set on Online Retail ---------------------------------------------------------
+@pytest.mark.slow
+def test_online_retail_default_segments_match_the_orders(tmp_path: Path) -> None:
+    from conftest import dataset
+
+    settings = Settings(home=tmp_path, show_progress=False)
+    import_path(settings, dataset("online_retail", "online_retail.parquet"))
+    as_of = pd.Timestamp("2011-12-10")
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        members = evaluate_warehouse(wh, default_segments(), as_of)
+        orders = wh.query(
+            "SELECT customer_id, order_id, quantity, unit_price, ordered_at FROM orders"
+        )
+    print("\nOnline Retail segments at 2011-12-10:")
+    print(members["segment"].value_counts().sort_index().to_string())
+
+    recent = orders[orders["ordered_at"] >= as_of - pd.Timedelta(days=180)]
+    spend = (recent["quantity"] * recent["unit_price"]).groupby(recent["customer_id"]).sum()
+    assert _members(members, "vip") == set(spend.index[spend > 1000])
+    assert len(spend.index[spend > 1000]) > 100
+
+    per_buyer = orders[orders["ordered_at"] < as_of].groupby("customer_id")["order_id"].nunique()
+    once, repeat = _members(members, "one_time_buyer"), _members(members, "repeat_buyer")
+    assert not once & repeat
+    assert once | repeat == set(per_buyer.index)
+    assert repeat == set(per_buyer.index[per_buyer >= 2])

@@ -600,3 +600,61 @@ def events_ingest(
             detail.add_row(reason, f"{n:,}")
         console.print(detail)
         console.print(f"quarantine file: {result.quarantine_file}")
+
+
+segments_app = typer.Typer(
+    help="Segments: evaluate definitions over the warehouse, keep membership history.",
+    no_args_is_help=True,
+)
+app.add_typer(segments_app, name="segments")
+
+
+@segments_app.command("evaluate")
+def segments_evaluate(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="The moment described (ISO 8601, UTC; default: now)."),
+    ] = None,
+    definitions: Annotated[
+        Path | None,
+        typer.Option("--definitions", help="A segments YAML file (default: the shipped set)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write memberships (customer_id, segment) here.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Evaluate the segments over the warehouse, print their sizes, record enters and exits."""
+    import pandas as pd
+
+    from personalizer.segments.definitions import default_segments, load_segments
+    from personalizer.segments.store import run_segments, segments_dir
+
+    settings = _settings(home)
+    with _user_errors():
+        segments = default_segments() if definitions is None else load_segments(definitions)
+        moment = pd.Timestamp(as_of) if as_of else pd.Timestamp.now("UTC")
+        if moment.tzinfo is not None:
+            moment = moment.tz_convert("UTC").tz_localize(None)
+        run = run_segments(settings, segments, moment)
+    table = Table(title=f"segments as of {moment:%Y-%m-%d %H:%M}")
+    for name in ("segment", "customers", "entered", "exited"):
+        table.add_column(name, justify="left" if name == "segment" else "right")
+    changes = (
+        run.changes if run.changes is not None else pd.DataFrame(columns=["segment", "change"])
+    )
+    counts = changes.groupby(["segment", "change"]).size()
+    for segment, size in run.sizes.items():
+        table.add_row(
+            str(segment),
+            f"{size:,}",
+            f"{int(counts.get((segment, 'enter'), 0)):,}",
+            f"{int(counts.get((segment, 'exit'), 0)):,}",
+        )
+    console.print(table)
+    for segment, reason in run.skipped.items():
+        console.print(f"skipped {segment}: {reason}")
+    if out is not None:
+        _write(run.members[["customer_id", "segment"]].astype("string"), out)
+        console.print(f"{len(run.members):,} memberships → {out}")
+    console.print(f"membership history: {segments_dir(settings)}")

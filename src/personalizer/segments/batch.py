@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,8 @@ CHANGE_COLUMNS = ["customer_id", "segment", "change", "at"]
 # Buyer features that are counts or sums: 0, not missing, for customers who never ordered.
 _ZERO_WHEN_NO_ORDER = re.compile(r"^(orders|spend)_(total|\d+d|prev_90d)$|^purchase_days_total$")
 _NS_PER_DAY = 86_400 * 10**9
+# Customers per chunk of a batch evaluation: bounds the intermediates' memory on large shops.
+CHUNK_CUSTOMERS = 100_000
 
 
 def evaluate_segments(
@@ -54,6 +57,7 @@ def evaluate_segments(
     customers: pd.DataFrame | None,
     as_of: str | pd.Timestamp,
     predictions: pd.DataFrame | None = None,
+    chunk_customers: int | None = CHUNK_CUSTOMERS,
 ) -> pd.DataFrame:
     """The members of every segment as of one moment.
 
@@ -66,6 +70,10 @@ def evaluate_segments(
         as_of: the moment described (naive UTC).
         predictions: model outputs with `customer_id` (column or index) and prediction columns;
             segments reading a prediction that is not given are skipped with a logged reason.
+        chunk_customers: customers evaluated at a time, each chunk with its customers' rows only,
+            which bounds the memory of the intermediate arrays; None: all at once. The result
+            does not depend on it: a `top` condition ranks over the whole population (its
+            threshold is found on the values of every chunk first).
 
     Returns:
         Columns `customer_id`, `segment`: one row per membership, sorted.
@@ -73,12 +81,18 @@ def evaluate_segments(
     ready, skipped = evaluable(definitions, predictions)
     for name, reason in skipped.items():
         log.info("segment %s skipped: %s", name, reason)
-    inputs = _Inputs(orders, events, customers, pd.Timestamp(as_of), predictions)
+    at = pd.Timestamp(as_of)
+    chunks = _chunks(orders, events, customers, at, chunk_customers)
+    if len(chunks) > 1:
+        ready = _fix_top(ready, chunks, at, predictions)
     parts = []
-    for definition in ready:
-        members = inputs.population[_evaluate(definition.condition, inputs)]
-        log.debug("segment %s: %d members", definition.name, len(members))
-        parts.append(pd.DataFrame({"customer_id": members, "segment": definition.name}))
+    for i, chunk in enumerate(chunks):
+        inputs = _Inputs(*chunk(), at, predictions)
+        log.debug("segments: chunk %d of %d, %d customers", i + 1, len(chunks), inputs.n)
+        for definition in ready:
+            members = inputs.population[_evaluate(definition.condition, inputs)]
+            parts.append(pd.DataFrame({"customer_id": members, "segment": definition.name}))
+        del inputs  # free this chunk's intermediates before the next is taken
     if not parts:
         return pd.DataFrame({"customer_id": pd.Series(dtype=str), "segment": pd.Series(dtype=str)})
     out = pd.concat(parts, ignore_index=True)
@@ -180,6 +194,119 @@ def _empty_memberships() -> pd.DataFrame:
     )
 
 
+# ------------------------------------------------------------------------------------ chunking
+_Tables = tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]
+
+
+def _chunks(
+    orders: pd.DataFrame,
+    events: pd.DataFrame | None,
+    customers: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    size: int | None,
+) -> list[Callable[[], _Tables]]:
+    """The tables split by customer: each chunk holds `size` customers and only their rows.
+
+    Customers are cut in the order of their sorted ids, as `_Inputs` sorts its population, and
+    rows keep their order, so every chunk evaluates its customers exactly as the whole would.
+    A chunk's rows are copied only when it is asked for, one chunk at a time.
+    """
+    require_columns(orders, "orders", ("customer_id", "ordered_at"))
+    now = _ns(pd.Series([as_of]), "as_of")[0]
+    before = [_ns(orders["ordered_at"], "orders.ordered_at") < now]
+    ids = [orders["customer_id"][before[0]]]
+    if events is not None:
+        require_columns(events, "events", ("customer_id", "occurred_at"))
+        before.append(_ns(events["occurred_at"], "events.occurred_at") < now)
+        ids.append(events["customer_id"][before[-1]])
+    if customers is not None:
+        ids.append(customers["customer_id"])
+    known = pd.concat(ids, ignore_index=True).dropna().astype(str).unique()
+    del ids
+    if size is None or len(known) <= size:
+        return [lambda: (orders, events, customers)]
+    population = pd.Index(np.sort(np.asarray(known, dtype=object)))
+    n_chunks = math.ceil(len(population) / size)
+    frames = (orders, events, customers)
+    masks = [before[0], before[1] if events is not None else None, None]
+    positions: list[list[np.ndarray] | None] = []
+    for frame, mask in zip(frames, masks, strict=True):
+        if frame is None:
+            positions.append(None)
+            continue
+        codes = population.get_indexer(frame["customer_id"].astype(str))
+        keep = codes >= 0 if mask is None else (codes >= 0) & mask
+        chunk = np.where(keep, codes // size, n_chunks)  # unknown ids, later rows: dropped
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+        positions.append([order[bounds[k] : bounds[k + 1]] for k in range(n_chunks)])
+
+    def take(k: int) -> _Tables:
+        o, e, c = (
+            None if f is None or rows is None else f.iloc[rows[k]]
+            for f, rows in zip(frames, positions, strict=True)
+        )
+        assert o is not None
+        return o, e, c
+
+    return [partial(take, k) for k in range(n_chunks)]
+
+
+def _fix_top(
+    definitions: list[SegmentDefinition],
+    chunks: list[Callable[[], _Tables]],
+    as_of: pd.Timestamp,
+    predictions: pd.DataFrame | None,
+) -> list[SegmentDefinition]:
+    """The definitions with each `top` comparison replaced by `>=` its whole-population threshold."""
+    leaves = [leaf for d in definitions for leaf in _top_leaves(d.condition)]
+    if not leaves:
+        return definitions
+    values: list[list[np.ndarray]] = [[] for _ in leaves]
+    for chunk in chunks:
+        inputs = _Inputs(*chunk(), as_of, predictions)
+        for parts, leaf in zip(values, leaves, strict=True):
+            parts.append(_values(leaf, inputs))
+    thresholds = {
+        id(leaf): _top_threshold(np.concatenate(parts), leaf.value)
+        for leaf, parts in zip(leaves, values, strict=True)
+    }
+    return [
+        d.model_copy(update={"condition": _with_thresholds(d.condition, thresholds)})
+        for d in definitions
+    ]
+
+
+_Compared = Comparison | Score | PredictionComparison
+
+
+def _top_leaves(condition: Condition) -> list[_Compared]:
+    if isinstance(condition, AllOf | AnyOf):
+        children = condition.all if isinstance(condition, AllOf) else condition.any
+        return [leaf for c in children for leaf in _top_leaves(c)]
+    if isinstance(condition, NotOf):
+        return _top_leaves(condition.not_)
+    if isinstance(condition, _Compared) and condition.op == "top":
+        return [condition]
+    return []
+
+
+def _with_thresholds(condition: Condition, thresholds: dict[int, float]) -> Condition:
+    if isinstance(condition, AllOf):
+        return condition.model_copy(
+            update={"all": [_with_thresholds(c, thresholds) for c in condition.all]}
+        )
+    if isinstance(condition, AnyOf):
+        return condition.model_copy(
+            update={"any": [_with_thresholds(c, thresholds) for c in condition.any]}
+        )
+    if isinstance(condition, NotOf):
+        return condition.model_copy(update={"not_": _with_thresholds(condition.not_, thresholds)})
+    if id(condition) in thresholds:
+        return condition.model_copy(update={"op": ">=", "value": thresholds[id(condition)]})
+    return condition
+
+
 # ------------------------------------------------------------------------------------ evaluation
 def _evaluate(condition: Condition, inputs: _Inputs) -> np.ndarray:
     """Boolean mask over `inputs.population`."""
@@ -189,20 +316,31 @@ def _evaluate(condition: Condition, inputs: _Inputs) -> np.ndarray:
         return np.logical_or.reduce([_evaluate(c, inputs) for c in condition.any])
     if isinstance(condition, NotOf):
         return ~_evaluate(condition.not_, inputs)
-    if isinstance(condition, Comparison):
-        if condition.window is None:
-            values = inputs.feature(condition.feature)
-        else:
-            values = inputs.metric(condition.feature, condition.window)
-        return _compare(values, condition.op, condition.value)
-    if isinstance(condition, Score):
-        total = sum(w * inputs.metric(m, condition.window) for m, w in condition.sum.items())
-        return _compare(np.asarray(total, dtype=float), condition.op, condition.value)
-    if isinstance(condition, PredictionComparison):
-        return _compare(inputs.prediction(condition.prediction), condition.op, condition.value)
+    if isinstance(condition, Comparison | Score | PredictionComparison):
+        return _compare(_values(condition, inputs), condition.op, condition.value)
     if isinstance(condition, EventSequence):
         return inputs.sequence(condition.sequence)
     raise TypeError(f"unknown condition {type(condition).__name__}")
+
+
+def _values(condition: Comparison | Score | PredictionComparison, inputs: _Inputs) -> np.ndarray:
+    """Per customer of `inputs.population`, the value a comparison compares."""
+    if isinstance(condition, Comparison):
+        if condition.window is None:
+            return inputs.feature(condition.feature)
+        return inputs.metric(condition.feature, condition.window)
+    if isinstance(condition, Score):
+        total = sum(w * inputs.metric(m, condition.window) for m, w in condition.sum.items())
+        return np.asarray(total, dtype=float)
+    return inputs.prediction(condition.prediction)
+
+
+def _top_threshold(values: np.ndarray, share: float) -> float:
+    """The lowest value among the top `share` of the known values (inf when none is known)."""
+    ranked = np.sort(values[~np.isnan(values)])[::-1]
+    if not len(ranked):
+        return math.inf
+    return float(ranked[max(math.ceil(share * len(ranked)), 1) - 1])
 
 
 def _compare(values: np.ndarray, op: str, value: float) -> np.ndarray:
@@ -210,11 +348,7 @@ def _compare(values: np.ndarray, op: str, value: float) -> np.ndarray:
     known = ~np.isnan(values)
     filled = np.where(known, values, 0.0)
     if op == "top":
-        ranked = np.sort(values[known])[::-1]
-        if not len(ranked):
-            return np.zeros(len(values), dtype=bool)
-        threshold = ranked[max(math.ceil(value * len(ranked)), 1) - 1]
-        return known & (filled >= threshold)
+        return known & (filled >= _top_threshold(values, value))
     result = {
         ">": filled > value,
         ">=": filled >= value,
