@@ -26,12 +26,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from personalizer.evaluation.split import to_utc_timestamp
 from personalizer.features.email_history import (
     HISTORICAL_RATE,
     LABELS,
     EmailHistory,
     TimeLike,
-    to_timestamp,
 )
 from personalizer.features.engagement_times import naive_utc, require_columns
 from personalizer.models.propensity import (
@@ -75,13 +75,13 @@ def evaluate_engagement(
     Raises:
         ValueError: When `model` was fitted on data from `cutoff` on, or no send can be scored.
     """
-    stop = to_timestamp(cutoff, "cutoff")
+    stop = to_utc_timestamp(cutoff, "cutoff")
     model = model if model is not None else EngagementModel()
     if not hasattr(model, "boosters_"):
         model.fit(events, orders, stop)
     elif pd.Timestamp(model.until_) > stop:
         raise ValueError(f"model: fitted until {model.until_}, after the cutoff {stop}")
-    last = _last_timestamp(events, orders) if end is None else to_timestamp(end, "end")
+    last = _last_timestamp(events, orders) if end is None else to_utc_timestamp(end, "end")
     history = EmailHistory(events, orders, window_days=model.window_days)
     sends = history.sends_before(last - pd.Timedelta(days=model.window_days))
     sends = sends[sends["sent_at"] >= stop].reset_index(drop=True)

@@ -172,9 +172,18 @@ def default_cutoff(
     return pd.Timestamp(cutoff)
 
 
-def to_utc_timestamp(value: TimeLike) -> pd.Timestamp:
-    """`value` as a naive UTC timestamp, the way the warehouse stores time."""
-    stamp = pd.Timestamp(value)
+def to_utc_timestamp(value: TimeLike, name: str = "time") -> pd.Timestamp:
+    """`value` as a naive UTC timestamp, the way the warehouse stores time.
+
+    Raises:
+        ValueError: naming `name` (the argument or field) when `value` is not a point in time.
+    """
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: not a point in time: {value!r}") from err
+    if pd.isna(stamp):
+        raise ValueError(f"{name}: not a point in time: {value!r}")
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return stamp

@@ -25,6 +25,7 @@ from typing import TypeAlias
 import numpy as np
 import pandas as pd
 
+from personalizer.evaluation.split import to_utc_timestamp
 from personalizer.models.lifetime import LifetimeModels, fit_lifetime_models, time_unit, unit_days
 from personalizer.schema import EventType
 
@@ -303,15 +304,7 @@ def _to_days(stamps: pd.Series, name: str) -> np.ndarray:
 
 def days_of(moment: TimeLike, name: str) -> float:
     """`moment` (tz-aware converted to UTC) in days since the epoch; ValueError naming `name`."""
-    try:
-        stamp = pd.Timestamp(moment)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: not a point in time: {moment!r}") from err
-    if pd.isna(stamp):
-        raise ValueError(f"{name}: not a point in time: {moment!r}")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return float(stamp.as_unit("ns").value / NS_PER_DAY)
+    return float(to_utc_timestamp(moment, name).as_unit("ns").value / NS_PER_DAY)
 
 
 def _first_bad(frame: pd.DataFrame | pd.Series, bad: pd.Series) -> object:

@@ -30,6 +30,7 @@ from typing import TypeAlias
 import numpy as np
 import pandas as pd
 
+from personalizer.evaluation.split import to_utc_timestamp
 from personalizer.features.engagement_times import (
     SITE_EVENT_TYPES,
     machine_opens,
@@ -371,22 +372,9 @@ class EmailHistory:
         return code, unix_seconds(at) - self.origin
 
     def _seconds(self, moment: TimeLike, name: str) -> int:
-        return int(unix_seconds(naive_utc(pd.Series([to_timestamp(moment, name)]), name))[0]) - (
-            self.origin
-        )
-
-
-def to_timestamp(moment: TimeLike, name: str) -> pd.Timestamp:
-    """`moment` as a naive UTC timestamp; a ValueError naming `name` when it is not one."""
-    try:
-        stamp = pd.Timestamp(moment)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}: not a timestamp ({moment!r})") from exc
-    if pd.isna(stamp):
-        raise ValueError(f"{name}: not a timestamp ({moment!r})")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp
+        return int(
+            unix_seconds(naive_utc(pd.Series([to_utc_timestamp(moment, name)]), name))[0]
+        ) - (self.origin)
 
 
 def email_history_features(

@@ -36,12 +36,12 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from personalizer.evaluation.split import to_utc_timestamp
 from personalizer.features.email_history import (
     FEATURE_NAMES,
     LABELS,
     EmailHistory,
     TimeLike,
-    to_timestamp,
 )
 from personalizer.features.engagement_times import naive_utc, require_columns
 
@@ -143,7 +143,7 @@ class EngagementModel:
                 lack a positive or a negative outcome of a target.
         """
         self._check_params()
-        stop = to_timestamp(until, "until")
+        stop = to_utc_timestamp(until, "until")
         history = EmailHistory(*_before(events, orders, stop), window_days=self.window_days)
         sends = history.sends_before(stop - pd.Timedelta(days=self.window_days))
         if len(sends) > (self.max_train_sends or len(sends)):
@@ -201,7 +201,7 @@ class EngagementModel:
             One row per customer in the order given: `customer_id`, then `p_<target>` per target.
         """
         self._check_fitted()
-        stamp = to_timestamp(as_of, "as_of")
+        stamp = to_utc_timestamp(as_of, "as_of")
         ids = pd.Series(list(customer_ids), dtype=object)
         if ids.isna().any():
             raise ValueError("customer_ids: missing ids")
