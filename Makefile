@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when current
 
-demo: install ## Synthetic shop → warehouse → stats → train and score the recommender, churn, send time; engagement
+demo: install ## Synthetic shop → warehouse → stats → train and score every model → segments
 	$(VENV)/bin/personalizer data generate --customers $(DEMO_CUSTOMERS) --seed 42
 	$(VENV)/bin/personalizer data import $(PERSONALIZER_HOME)/synthetic
 	$(VENV)/bin/personalizer data stats
@@ -37,6 +37,9 @@ demo: install ## Synthetic shop → warehouse → stats → train and score the 
 	$(VENV)/bin/personalizer train send-time
 	$(VENV)/bin/personalizer score send-time --out $(PERSONALIZER_HOME)/demo_send_time.parquet
 	$(VENV)/bin/personalizer train engagement
+	$(VENV)/bin/personalizer train categories
+	$(VENV)/bin/personalizer score categories --out $(PERSONALIZER_HOME)/demo_categories.parquet
+	$(VENV)/bin/personalizer segments evaluate --predictions $(PERSONALIZER_HOME)/demo_churn.parquet --predictions $(PERSONALIZER_HOME)/demo_categories.parquet
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests
@@ -57,6 +60,7 @@ bench: install ## Benchmarks: throughput figures and ratios against in-run basel
 	$(PY) tests/benchmarks/bench_ingest.py
 	$(PY) tests/benchmarks/bench_event_store.py
 	$(PY) tests/benchmarks/bench_recommender.py
+	$(PY) tests/benchmarks/bench_segments.py
 
 clean: ## Remove the virtualenv and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist src/*.egg-info

@@ -237,3 +237,52 @@ def test_train_engagement_without_email_events_is_a_clear_error(tmp_path: Path) 
     assert result.exit_code == 2, result.output
     assert "has no email_sent events" in result.output.replace("\n", "")
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -------------------------------------------------------------------------------- categories
+def test_category_propensity_trains_scores_and_feeds_the_likely_to_buy_segments(
+    shop_home: Path, tmp_path: Path
+) -> None:
+    output = invoke(shop_home, "train", "categories")
+    table = {row[0]: row[1:] for row in rows(output)}
+    assert list(table) == ["category_propensity", "popularity", "personal_frequency", "recency"]
+    auc = {name: float(cells[0]) for name, cells in table.items()}
+    assert auc["category_propensity"] > max(auc["popularity"], auc["recency"])
+    assert auc["category_propensity"] >= auc["personal_frequency"]
+    assert "registered categories version 1" in output
+
+    scores_file = tmp_path / "categories.parquet"
+    invoke(shop_home, "score", "categories", "--out", str(scores_file))
+    scores = pd.read_parquet(scores_file)
+    columns = [c for c in scores.columns if c.startswith("propensity_")]
+    truth = pd.read_parquet(shop_home / "synthetic" / "truth" / "customers.parquet")
+    tastes = [c for c in truth.columns if c.startswith("taste_")]
+    assert sorted(c.removeprefix("propensity_") for c in columns) == sorted(
+        c.removeprefix("taste_") for c in tastes
+    )
+    assert scores[columns].stack().between(0, 1).all()
+
+    members_file = tmp_path / "members.parquet"
+    invoke(
+        shop_home,
+        "segments",
+        "evaluate",
+        "--as-of",
+        "2026-11-01",
+        "--predictions",
+        str(scores_file),
+        "--out",
+        str(members_file),
+    )
+    members = pd.read_parquet(members_file)
+    likely = members[members["segment"].str.startswith("likely_to_buy_")]
+    assert likely["segment"].nunique() >= 3
+    # members of likely_to_buy_<c> have a higher planted taste for c than the other buyers
+    truth = truth.set_index("customer_id")
+    higher = 0
+    for segment, group in likely.groupby("segment"):
+        taste = "taste_" + str(segment).removeprefix("likely_to_buy_")
+        inside = truth.loc[group["customer_id"], taste].mean()
+        outside = truth.loc[~truth.index.isin(group["customer_id"]), taste].mean()
+        higher += inside > outside
+    assert higher == likely["segment"].nunique()

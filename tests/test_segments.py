@@ -41,8 +41,9 @@ DEFAULT_NAMES = {
     "lapsed_90d",
     "churn_risk_high",
     "high_predicted_value",
+    "likely_to_buy",
 }
-PREDICTED = {"churn_risk_high", "high_predicted_value"}
+PREDICTED = {"churn_risk_high", "high_predicted_value", "likely_to_buy"}
 AS_OF = pd.Timestamp("2026-10-01")
 
 
@@ -116,7 +117,52 @@ def test_the_default_set_loads_and_marks_the_predicted_segments() -> None:
     ready, skipped = evaluable(segments, None)
     assert set(skipped) == PREDICTED
     assert "none given" in skipped["churn_risk_high"]
-    assert len(ready) == len(DEFAULT_NAMES) - 2
+    assert "propensity_<category>" in skipped["likely_to_buy"]
+    assert len(ready) == len(DEFAULT_NAMES) - len(PREDICTED)
+
+
+def test_a_for_each_category_segment_becomes_one_segment_per_category_predicted() -> None:
+    predictions = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "propensity_shoes": [0.9, 0.1, 0.5],
+            "propensity_home_garden": [0.2, 0.4, 0.8],
+            "churn_probability": [0.1, 0.9, 0.2],
+        }
+    )
+    likely = [s for s in default_segments() if s.for_each == "category"]
+    ready, skipped = evaluable(likely, predictions)
+    assert not skipped
+    assert [s.name for s in ready] == ["likely_to_buy_home_garden", "likely_to_buy_shoes"]
+    assert ready[1].needs_predictions == ["propensity_shoes"]
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "order_id": ["1", "2", "3"],
+            "product_id": ["p", "p", "p"],
+            "quantity": [1, 1, 1],
+            "unit_price": [1.0, 1.0, 1.0],
+            "ordered_at": pd.to_datetime(["2026-01-01"] * 3),
+        }
+    )
+    members = evaluate_segments(likely, orders, None, None, AS_OF, predictions)
+    assert _members(members, "likely_to_buy_shoes") == {"a", "c"}  # threshold 0.3
+    assert _members(members, "likely_to_buy_home_garden") == {"b", "c"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "reason"),
+    [
+        ("{prediction: 'propensity_{category}', op: '>', value: 0.5}", "needs 'for_each"),
+        ("{feature: p_alive, op: '<', value: 0.5}", "is a model prediction"),
+    ],
+)
+def test_predictions_misused_as_features_or_placeholders_are_rejected(
+    condition: str, reason: str
+) -> None:
+    text = f"segments:\n  - name: x\n    condition: {condition}\n"
+    with pytest.raises(SegmentDefinitionError, match=reason):
+        parse_segments(text)
 
 
 # --- the default set on a synthetic shop ------------------------------------------------------
@@ -130,6 +176,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
     with Warehouse(settings.warehouse_path, read_only=True) as wh:
         tables = {t: wh.query(f"SELECT * FROM {t}") for t in ("customers", "orders", "events")}
         tables["members"] = evaluate_warehouse(wh, default_segments(), AS_OF)
+        tables["members_by_97"] = evaluate_warehouse(
+            wh, default_segments(), AS_OF, chunk_customers=97
+        )
     return tables
 
 
@@ -151,6 +200,16 @@ def test_every_default_segment_has_a_sensible_size(shop: dict[str, pd.DataFrame]
     assert not (tiers[0] & tiers[1])
     assert not (tiers[1] & tiers[2])
     assert not (tiers[0] & tiers[2])
+
+
+def test_the_warehouse_read_chunk_by_chunk_gives_what_the_whole_tables_give(
+    shop: dict[str, pd.DataFrame],
+) -> None:
+    tables = shop["orders"], shop["events"], shop["customers"]
+    whole = evaluate_segments(default_segments(), *tables, AS_OF, chunk_customers=None)
+    assert len(whole) > 1000
+    pd.testing.assert_frame_equal(shop["members"], whole)
+    pd.testing.assert_frame_equal(shop["members_by_97"], whole)
 
 
 def test_vips_are_exactly_those_who_spent_over_1000_in_180_days(
@@ -215,6 +274,7 @@ def test_chunked_evaluation_equals_the_whole_population_at_once(
             "customer_id": ids,
             "churn_probability": np.linspace(0, 1, len(ids)),
             "predicted_value": np.arange(len(ids), dtype=float),
+            "propensity_toys": np.linspace(1, 0, len(ids)),
         }
     )
     # every default segment, and `top` rankings that must span the chunks
@@ -222,7 +282,8 @@ def test_chunked_evaluation_equals_the_whole_population_at_once(
     tables = shop["orders"], shop["events"], shop["customers"]
     whole = evaluate_segments(segments, *tables, AS_OF, predictions, chunk_customers=None)
     chunked = evaluate_segments(segments, *tables, AS_OF, predictions, chunk_customers=chunk)
-    assert set(whole["segment"]) == DEFAULT_NAMES | {"most_engaged"}
+    expected = DEFAULT_NAMES - {"likely_to_buy"} | {"likely_to_buy_toys", "most_engaged"}
+    assert set(whole["segment"]) == expected
     pd.testing.assert_frame_equal(chunked, whole)
 
 

@@ -98,3 +98,39 @@ def test_a_bad_definitions_file_exits_2_with_file_and_line(home: Path, tmp_path:
     flat = "".join(output.split())  # rich wraps long messages
     assert "bad.yaml:4:" in flat
     assert "spend_in_mars" in flat
+
+
+def test_predicted_segments_read_the_prediction_files_given(home: Path, tmp_path: Path) -> None:
+    with Warehouse(Settings(home=home).warehouse_path, read_only=True) as wh:
+        buyers = wh.query("SELECT DISTINCT customer_id FROM orders ORDER BY 1")["customer_id"]
+    churn = pd.DataFrame(
+        {
+            "customer_id": buyers,
+            "churn_probability": (buyers.index % 10) / 10,
+            "predicted_value": buyers.index.astype(float),
+        }
+    )
+    categories = pd.DataFrame({"customer_id": buyers, "propensity_coffee": buyers.index % 2})
+    churn.to_parquet(tmp_path / "churn.parquet")
+    categories.to_csv(tmp_path / "categories.csv", index=False)
+    out = tmp_path / "members.parquet"
+    files = ["--predictions", str(tmp_path / "churn.parquet")]
+    files += ["--predictions", str(tmp_path / "categories.csv")]
+    code, output = _evaluate(home, "--as-of", "2026-10-15", *files, "--out", str(out))
+    assert code == 0, output
+    assert "skipped" not in output
+    members = pd.read_parquet(out)
+    chosen = {s: set(g) for s, g in members.groupby("segment")["customer_id"]}
+    assert chosen["churn_risk_high"] == set(
+        churn.loc[churn["churn_probability"] >= 0.7, "customer_id"]
+    )
+    assert chosen["likely_to_buy_coffee"] == set(
+        categories.loc[buyers.index % 2 == 1, "customer_id"]
+    )
+    assert len(chosen["high_predicted_value"]) == round(0.1 * len(buyers))
+
+    churn.to_parquet(tmp_path / "again.parquet")  # the same columns twice: refused
+    again = ["--predictions", str(tmp_path / "again.parquet")]
+    code, output = _evaluate(home, "--as-of", "2026-10-15", *files[:2], *again)
+    assert code == 2
+    assert "isalsoin" in "".join(output.split())

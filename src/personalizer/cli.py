@@ -322,6 +322,44 @@ def score_churn(
     )
 
 
+@train_app.command("categories")
+def train_categories(
+    transactions: TransactionsOption = None,
+    until: UntilOption = None,
+    horizon_days: Annotated[
+        float, typer.Option(help="Predict buying in a category within this many days.", min=1)
+    ] = 90.0,
+    home: HomeOption = None,
+) -> None:
+    """Train the category propensity model (validated out of time), log, register, gate on AUC."""
+    from personalizer.models.category_pipeline import train
+
+    settings = _settings(home)
+    with _user_errors():
+        result = train(settings, transactions, until, horizon_days)
+    _print_frame(
+        result.table.set_index("model"),
+        f"buying each of {len(result.categories)} categories in the {horizon_days:g} days after "
+        f"{result.validation_cutoff:%Y-%m-%d} (out of time, mean over categories)",
+    )
+    _print_registered("categories", result.version, result.model_dir, result.decision)
+
+
+@score_app.command("categories")
+def score_categories(
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    home: HomeOption = None,
+) -> None:
+    """P(buying in each category in the horizon): customer_id, propensity_<category> columns."""
+    from personalizer.models.category_pipeline import score
+
+    settings = _settings(home)
+    with _user_errors():
+        scores = score(settings)
+    _write(scores.astype({"customer_id": "string"}), out)
+    console.print(f"{len(scores):,} customers × {scores.shape[1] - 1} categories scored → {out}")
+
+
 @train_app.command("send-time")
 def train_send_time(
     transactions: TransactionsOption = None,
@@ -441,6 +479,7 @@ def models_list(home: HomeOption = None) -> None:
 MODEL_METRICS = {
     "recommender": ["ndcg@10", "recall@10", "new_recall@10"],
     "churn": ["auc", "brier", "pr_auc"],
+    "categories": ["auc", "log_loss", "popularity_auc"],
     "send_time": ["time_of_day_hit", "shop_time_of_day_hit"],
     "engagement": ["open_auc", "click_auc", "purchase_auc"],
     "uplift": ["uplift_at_30"],
@@ -622,13 +661,23 @@ def segments_evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write memberships (customer_id, segment) here.")
     ] = None,
+    predictions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--predictions",
+            help="Model outputs by customer_id (`score churn`, `score categories`), for the "
+            "predicted segments; repeat for several files.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Evaluate the segments over the warehouse, print their sizes, record enters and exits."""
     import pandas as pd
 
     from personalizer.segments.definitions import default_segments, load_segments
-    from personalizer.segments.store import run_segments, segments_dir
+    from personalizer.segments.store import read_predictions, run_segments, segments_dir
 
     settings = _settings(home)
     with _user_errors():
@@ -636,7 +685,8 @@ def segments_evaluate(
         moment = pd.Timestamp(as_of) if as_of else pd.Timestamp.now("UTC")
         if moment.tzinfo is not None:
             moment = moment.tz_convert("UTC").tz_localize(None)
-        run = run_segments(settings, segments, moment)
+        scores = read_predictions(list(predictions or []))
+        run = run_segments(settings, segments, moment, predictions=scores)
     table = Table(title=f"segments as of {moment:%Y-%m-%d %H:%M}")
     for name in ("segment", "customers", "entered", "exited"):
         table.add_column(name, justify="left" if name == "segment" else "right")

@@ -24,9 +24,12 @@ import numpy as np
 import pandas as pd
 
 from personalizer.data.warehouse import Warehouse
-from personalizer.features.customers import FEATURE_NAMES, customer_features
+from personalizer.features.customer_history import CustomerHistory
+from personalizer.features.customers import FEATURE_NAMES, features_at
 from personalizer.features.engagement_times import machine_opens, naive_utc, require_columns
+from personalizer.models.lifetime import LifetimeModels
 from personalizer.segments.definitions import (
+    CATEGORY_PREDICTION,
     AllOf,
     AnyOf,
     Comparison,
@@ -37,6 +40,7 @@ from personalizer.segments.definitions import (
     Score,
     SegmentDefinition,
     SequenceSpec,
+    map_leaves,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,9 @@ _ZERO_WHEN_NO_ORDER = re.compile(r"^(orders|spend)_(total|\d+d|prev_90d)$|^purch
 _NS_PER_DAY = 86_400 * 10**9
 # Customers per chunk of a batch evaluation: bounds the intermediates' memory on large shops.
 CHUNK_CUSTOMERS = 100_000
+# Segments read the BG/NBD outputs as predictions (fitted over the whole shop, not per chunk), so
+# the customer features are computed without fitting it.
+_NO_LIFETIME = LifetimeModels("D", None, None, math.nan, math.nan)
 
 
 def evaluate_segments(
@@ -78,11 +85,20 @@ def evaluate_segments(
     Returns:
         Columns `customer_id`, `segment`: one row per membership, sorted.
     """
+    at = pd.Timestamp(as_of)
+    chunks = _chunks(orders, events, customers, at, chunk_customers)
+    return _evaluate_chunks(definitions, chunks, at, predictions)
+
+
+def _evaluate_chunks(
+    definitions: Iterable[SegmentDefinition],
+    chunks: list[Callable[[], _Tables]],
+    at: pd.Timestamp,
+    predictions: pd.DataFrame | None,
+) -> pd.DataFrame:
     ready, skipped = evaluable(definitions, predictions)
     for name, reason in skipped.items():
         log.info("segment %s skipped: %s", name, reason)
-    at = pd.Timestamp(as_of)
-    chunks = _chunks(orders, events, customers, at, chunk_customers)
     if len(chunks) > 1:
         ready = _fix_top(ready, chunks, at, predictions)
     parts = []
@@ -102,17 +118,25 @@ def evaluate_segments(
 def evaluable(
     definitions: Iterable[SegmentDefinition], predictions: pd.DataFrame | None
 ) -> tuple[list[SegmentDefinition], dict[str, str]]:
-    """The definitions that can be evaluated with these predictions, and why the others cannot."""
-    given = set() if predictions is None else set(predictions.columns)
+    """The definitions that can be evaluated with these predictions, and why the others cannot.
+
+    A `for_each: category` definition becomes one definition per `propensity_<category>` column.
+    """
+    given = set() if predictions is None else {str(c) for c in predictions.columns}
+    categories = [m.group(1) for c in given if (m := CATEGORY_PREDICTION.match(c))]
     ready, skipped = [], {}
-    for definition in definitions:
-        missing = [c for c in definition.needs_predictions if c not in given]
-        if missing and predictions is None:
-            skipped[definition.name] = f"needs predictions {missing}, none given"
-        elif missing:
-            skipped[definition.name] = f"predictions lack column(s) {missing}"
-        else:
-            ready.append(definition)
+    for template in definitions:
+        if template.for_each == "category" and not categories:
+            skipped[template.name] = "needs predictions propensity_<category>, none given"
+            continue
+        for definition in template.for_categories(categories):
+            missing = [c for c in definition.needs_predictions if c not in given]
+            if missing and predictions is None:
+                skipped[definition.name] = f"needs predictions {missing}, none given"
+            elif missing:
+                skipped[definition.name] = f"predictions lack column(s) {missing}"
+            else:
+                ready.append(definition)
     return ready, skipped
 
 
@@ -121,13 +145,53 @@ def evaluate_warehouse(
     definitions: Iterable[SegmentDefinition],
     as_of: str | pd.Timestamp,
     predictions: pd.DataFrame | None = None,
+    chunk_customers: int | None = CHUNK_CUSTOMERS,
 ) -> pd.DataFrame:
-    """`evaluate_segments` over the warehouse's tables (rows before `as_of` only)."""
-    at = [pd.Timestamp(as_of).to_pydatetime()]
-    orders = warehouse.query("SELECT * FROM orders WHERE ordered_at < ?", at)
-    events = warehouse.query("SELECT * FROM events WHERE occurred_at < ?", at)
-    customers = warehouse.query("SELECT customer_id, signed_up_at, email_consent FROM customers")
-    return evaluate_segments(definitions, orders, events, customers, as_of, predictions)
+    """`evaluate_segments` over the warehouse's tables (rows before `as_of` only).
+
+    The customers are read `chunk_customers` at a time, each chunk's rows queried on its own, so
+    memory follows the chunk, not the shop. Only the columns segments read are loaded (an event's
+    properties only for email opens, where they tell machine opens apart).
+    """
+    at = pd.Timestamp(as_of)
+    moment = [at.to_pydatetime()]
+    population = warehouse.query(
+        "SELECT customer_id FROM customers UNION "
+        "SELECT customer_id FROM orders WHERE ordered_at < ? UNION "
+        "SELECT customer_id FROM events WHERE occurred_at < ? AND customer_id IS NOT NULL",
+        moment * 2,
+    )["customer_id"]
+    ids = np.sort(population.dropna().astype(str).to_numpy(dtype=object))
+    size = len(ids) if chunk_customers is None else chunk_customers
+    starts = range(0, max(len(ids), 1), max(size, 1))
+    ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in starts] if len(ids) else []
+
+    def load(low: str, high: str) -> _Tables:
+        between = [*moment, low, high]
+        orders = warehouse.query(
+            "SELECT customer_id, order_id, product_id, quantity, unit_price, ordered_at "
+            "FROM orders WHERE ordered_at < ? AND customer_id BETWEEN ? AND ?",
+            between,
+        )
+        events = warehouse.query(
+            "SELECT customer_id, type, occurred_at, product_id, "
+            "CASE WHEN type = 'email_open' THEN properties END AS properties "
+            "FROM events WHERE occurred_at < ? AND customer_id BETWEEN ? AND ?",
+            between,
+        )
+        customers = warehouse.query(
+            "SELECT customer_id, signed_up_at, email_consent FROM customers "
+            "WHERE customer_id BETWEEN ? AND ?",
+            [low, high],
+        )
+        events["type"] = events["type"].astype("category")
+        return orders, events, customers
+
+    if not ranges:
+        ranges = [("", "")]
+    return _evaluate_chunks(
+        definitions, [partial(load, lo, hi) for lo, hi in ranges], at, predictions
+    )
 
 
 # ----------------------------------------------------------------------------------- memberships
@@ -292,19 +356,12 @@ def _top_leaves(condition: Condition) -> list[_Compared]:
 
 
 def _with_thresholds(condition: Condition, thresholds: dict[int, float]) -> Condition:
-    if isinstance(condition, AllOf):
-        return condition.model_copy(
-            update={"all": [_with_thresholds(c, thresholds) for c in condition.all]}
-        )
-    if isinstance(condition, AnyOf):
-        return condition.model_copy(
-            update={"any": [_with_thresholds(c, thresholds) for c in condition.any]}
-        )
-    if isinstance(condition, NotOf):
-        return condition.model_copy(update={"not_": _with_thresholds(condition.not_, thresholds)})
-    if id(condition) in thresholds:
-        return condition.model_copy(update={"op": ">=", "value": thresholds[id(condition)]})
-    return condition
+    def leaf(node: Condition) -> Condition:
+        if id(node) in thresholds:
+            return node.model_copy(update={"op": ">=", "value": thresholds[id(node)]})
+        return node
+
+    return map_leaves(condition, leaf)
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -454,7 +511,8 @@ class _Inputs:
     def _buyer_features(self) -> pd.DataFrame:
         if self._features is None:
             if len(self._orders):
-                features = customer_features(self._orders, self.as_of, self._events)
+                history = CustomerHistory.build(self._orders, self._events, until=self.as_of)
+                features = features_at(history, self.as_of, lifetime=_NO_LIFETIME)
             else:
                 features = pd.DataFrame(columns=list(FEATURE_NAMES), dtype=float)
             features = features.reindex(self.population)

@@ -19,6 +19,8 @@ Conditions (every one selects customers; missing values fail every comparison):
 - `{feature: F, op: OP, value: X}`: a customer feature, one of `FEATURE_NAMES` of
   `features.customers` (recency, frequency, monetary over 30/90/180/365 days, engagement, ...; buyers
   only, NaN for the others except order counts and spend, which are 0) or of `SEGMENT_FEATURES`.
+  The BG/NBD outputs `p_alive` and `expected_purchases` are fitted over the whole shop, so they
+  are read as predictions, not features.
 - `{feature: M, window: W, op: OP, value: X}`: a metric over the last W before `as_of`, for every
   customer: `spend`, `orders`, `human_open`, `machine_open`, or the count of any event type of
   `schema.EventType` (`email_open` counts both kinds of opens).
@@ -27,6 +29,10 @@ Conditions (every one selects customers; missing values fail every comparison):
 - `{prediction: P, op: OP, value: X}`: a column of the model predictions (`PREDICTION_COLUMNS`, or
   `propensity_<category>`). A segment that needs predictions is skipped, with a logged reason, when
   they are not given.
+- `for_each: category` (a key of the segment, beside `condition`): one segment per product
+  category, named `<name>_<category>`; the condition reads `propensity_{category}` (the probability
+  of buying in the category, `personalizer score categories`), and the categories are those of the
+  predictions given.
 - `{sequence: {event: A, without: B, delay: W, lookback: W, min_count: k, same_product: bool}}`:
   at least k events A from the last `lookback` that are at least `delay` old and followed by no
   event B up to `as_of` (with `same_product`, no B of the same product, counted per product).
@@ -43,7 +49,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -67,14 +73,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FILE = "default_segments.yaml"
 SEGMENT_FEATURES = ("days_since_signup", "email_consent")
-FEATURES = frozenset((*FEATURE_NAMES, *SEGMENT_FEATURES))
-METRICS = frozenset(
-    ("spend", "orders", "human_open", "machine_open", *(t.value for t in EventType))
-)
 PREDICTION_COLUMNS = frozenset(
     ("churn_probability", "predicted_value", "p_alive", "expected_purchases")
 )
-PREDICTION_PATTERN = re.compile(r"^propensity_[a-z0-9_]+$")
+# BG/NBD outputs are fitted over the whole shop: segments read them as predictions.
+FEATURES = frozenset((*FEATURE_NAMES, *SEGMENT_FEATURES)) - PREDICTION_COLUMNS
+METRICS = frozenset(
+    ("spend", "orders", "human_open", "machine_open", *(t.value for t in EventType))
+)
+PREDICTION_PATTERN = re.compile(r"^propensity_(?:[a-z0-9_]+|\{category\})$")
+CATEGORY_PLACEHOLDER = "{category}"
+CATEGORY_PREDICTION = re.compile(r"^propensity_([a-z0-9_]+)$")
 EVENT_TYPES = frozenset(t.value for t in EventType)
 OPS = (">", ">=", "<", "<=", "==", "!=", "top")
 Op = Literal[">", ">=", "<", "<=", "==", "!=", "top"]
@@ -135,6 +144,10 @@ class Comparison(_Node):
 
     @model_validator(mode="after")
     def _check(self) -> Comparison:
+        if self.window is None and self.feature in PREDICTION_COLUMNS:
+            raise ValueError(
+                f"{self.feature} is a model prediction: write 'prediction: {self.feature}'"
+            )
         if self.window is None:
             _known(self.feature, FEATURES, "feature")
         else:
@@ -256,12 +269,58 @@ class SegmentDefinition(_Node):
     description: str = ""
     parameters: dict[str, float | str] = Field(default_factory=dict)
     condition: Condition
+    for_each: Literal["category"] | None = None
     line: int | None = None
+
+    @model_validator(mode="after")
+    def _placeholder(self) -> SegmentDefinition:
+        uses = any(CATEGORY_PLACEHOLDER in p for p in _predictions(self.condition))
+        if self.for_each == "category" and not uses:
+            raise ValueError("for_each: category needs a condition on propensity_{category}")
+        if self.for_each is None and uses:
+            raise ValueError("propensity_{category} needs 'for_each: category' on the segment")
+        return self
 
     @property
     def needs_predictions(self) -> list[str]:
         """Prediction columns the condition reads (empty for segments of features only)."""
         return sorted(_predictions(self.condition))
+
+    def for_categories(self, categories: Iterable[str]) -> list[SegmentDefinition]:
+        """A `for_each: category` segment made concrete, one per category slug."""
+        if self.for_each != "category":
+            return [self]
+
+        def concrete(slug: str) -> Callable[[Condition], Condition]:
+            def leaf(condition: Condition) -> Condition:
+                if isinstance(condition, PredictionComparison):
+                    name = condition.prediction.replace(CATEGORY_PLACEHOLDER, slug)
+                    return condition.model_copy(update={"prediction": name})
+                return condition
+
+            return leaf
+
+        return [
+            self.model_copy(
+                update={
+                    "name": f"{self.name}_{slug}",
+                    "condition": map_leaves(self.condition, concrete(slug)),
+                    "for_each": None,
+                }
+            )
+            for slug in sorted(set(categories))
+        ]
+
+
+def map_leaves(condition: Condition, fn: Callable[[Condition], Condition]) -> Condition:
+    """`condition` with every leaf (a condition that is no combinator) replaced by `fn(leaf)`."""
+    if isinstance(condition, AllOf):
+        return condition.model_copy(update={"all": [map_leaves(c, fn) for c in condition.all]})
+    if isinstance(condition, AnyOf):
+        return condition.model_copy(update={"any": [map_leaves(c, fn) for c in condition.any]})
+    if isinstance(condition, NotOf):
+        return condition.model_copy(update={"not_": map_leaves(condition.not_, fn)})
+    return fn(condition)
 
 
 def _predictions(condition: Condition) -> set[str]:

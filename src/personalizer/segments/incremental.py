@@ -4,15 +4,18 @@
 customer is in. `apply(events, now)` adds new events (and order lines) and re-runs
 `evaluate_segments` on the rows of the customers they touch: every condition is a function of one
 customer's own rows, so the result equals a full batch evaluation at the same moment. Segments that
-compare a customer with the others (`top`, or the BG/NBD features fitted over everyone) cannot be
-evaluated customer by customer and are skipped, with the reason in `skipped`.
+compare a customer with the others (`top`) cannot be evaluated customer by customer and are
+skipped, with the reason in `skipped`.
 
 Time alone moves customers too: an add_to_cart becomes a cart abandoner once the delay has passed.
 Each row that will change a condition later (a sequence event reaching its delay or leaving its
 lookback, a row leaving a metric window, a row timestamped after `now`) schedules a deadline for its
-customer; `tick(now)` re-evaluates the customers whose deadlines have passed. Features that drift
-with the clock without a scheduled deadline (`recency_days` for lapsed, `days_since_signup`) change
-on the customer's next event, on `refresh(now)` or in the nightly batch.
+customer; `tick(now)` re-evaluates the customers whose deadlines have passed. Features compared
+with a number of days schedule the moment they cross it (`recency_days` for lapsed,
+`days_since_signup` for new subscribers, `tenure_days`, `days_since_engaged`,
+`days_since_site_visit`), and features over a fixed window (`orders_90d`, `clicks_90d`, ...) the
+moment a row leaves it. Ratios that drift with the clock (`overdue_ratio`, `recency_vs_max_gap`)
+change on the customer's next event, on `refresh(now)` or in the nightly batch.
 
 `follow(store, updater, since_seq)` is the consumer loop body: read what the event store accepted
 after `since_seq`, apply it, return the changes and the sequence number to resume from.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -46,8 +50,6 @@ log = logging.getLogger(__name__)
 
 EVENT_FIELDS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "properties")
 ORDER_FIELDS = ("customer_id", "order_id", "product_id", "quantity", "unit_price", "ordered_at")
-# Fitted over all customers (BG/NBD): one customer's rows alone give another value.
-POPULATION_FEATURES = frozenset({"p_alive", "expected_purchases"})
 _ONE_NS = 1
 _ORDER_METRICS = frozenset({"spend", "orders"})
 
@@ -107,6 +109,8 @@ class SegmentUpdater:
         self._schedule(orders, "orders", self.now)
         if events is not None:
             self._schedule(events, "events", self.now)
+        if customers is not None:
+            self._schedule(customers, "signup", self.now)
         # An empty frame, not None: `evaluate_segments` cannot run a same-product sequence on None.
         known = events if events is not None else self._events_empty
         self._members = self._evaluate(orders, known, customers, self.now)
@@ -147,6 +151,7 @@ class SegmentUpdater:
             rows = customers.assign(customer_id=customers["customer_id"].astype(str))
             table = rows if self._customers is None else pd.concat([self._customers, rows])
             self._customers = table.drop_duplicates("customer_id", keep="last")
+            self._schedule(rows, "signup", at)
             touched.update(rows["customer_id"].tolist())
         return self._reevaluate(touched, at)
 
@@ -201,19 +206,23 @@ class SegmentUpdater:
 
     def _schedule(self, rows: pd.DataFrame, kind: str, now: pd.Timestamp) -> None:
         """Push the future moments at which these rows change a condition of their customer."""
-        if rows.empty:
+        column = {"orders": "ordered_at", "events": "occurred_at", "signup": "signed_up_at"}[kind]
+        if rows.empty or column not in rows.columns:
             return
-        column = "ordered_at" if kind == "orders" else "occurred_at"
-        t = pd.to_datetime(rows[column]).to_numpy("datetime64[ns]").astype(np.int64)
-        customers = rows["customer_id"].astype(str).to_numpy(dtype=object)
+        stamps = pd.to_datetime(rows[column])
+        known = stamps.notna().to_numpy()
+        t = stamps.to_numpy("datetime64[ns]").astype(np.int64)[known]
+        customers = rows["customer_id"].astype(str).to_numpy(dtype=object)[known]
         types = (
-            np.full(len(rows), "orders", dtype=object)
-            if kind == "orders"
-            else rows["type"].astype(str).to_numpy(dtype=object)
+            rows["type"].astype(str).to_numpy(dtype=object)[known]
+            if kind == "events"
+            else np.full(len(t), kind, dtype=object)
         )
         moments = [t + _ONE_NS]  # rows at or after `now` count from the next nanosecond
         for applies_to, offset in self._windows:
             chosen = np.isin(types, list(applies_to))
+            if ANY_EVENT in applies_to:
+                chosen |= types != "signup"
             moments.append(np.where(chosen, t + offset, np.iinfo(np.int64).min))
         stamps = np.concatenate(moments)
         who = np.tile(customers, len(moments))
@@ -310,13 +319,14 @@ def _population_dependence(condition: Condition) -> str | None:
         return _population_dependence(condition.not_)
     if isinstance(condition, Comparison | Score | PredictionComparison) and condition.op == "top":
         return "op 'top' ranks a customer among all customers"
-    if isinstance(condition, Comparison) and condition.feature in POPULATION_FEATURES:
-        return f"feature {condition.feature} is fitted over all customers"
     return None
 
 
 def _windows(definitions: list[SegmentDefinition]) -> list[tuple[frozenset[str], int]]:
-    """(row kinds, offset in ns): a row of these kinds at t changes a condition at t + offset."""
+    """(row kinds, offset in ns): a row of these kinds at t changes a condition at t + offset.
+
+    Kinds are event types, "orders" (order lines), "signup" (a customer's signup) or `ANY_EVENT`.
+    """
     out: set[tuple[frozenset[str], int]] = set()
 
     def ns(delta: timedelta) -> int:
@@ -338,6 +348,8 @@ def _windows(definitions: list[SegmentDefinition]) -> list[tuple[frozenset[str],
         elif isinstance(condition, Comparison) and condition.window is not None:
             # a row leaves [now - window, now) once now > t + window
             out.add((metric_kinds(condition.feature), ns(condition.window) + _ONE_NS))
+        elif isinstance(condition, Comparison):
+            out.update(_feature_deadlines(condition.feature, condition.value))
         elif isinstance(condition, Score):
             for metric in condition.sum:
                 out.add((metric_kinds(metric), ns(condition.window) + _ONE_NS))
@@ -349,6 +361,32 @@ def _windows(definitions: list[SegmentDefinition]) -> list[tuple[frozenset[str],
     for definition in definitions:
         walk(definition.condition)
     return sorted(out, key=lambda w: (w[1], sorted(w[0])))
+
+
+ANY_EVENT = "*"
+_DAY_NS = 86_400 * 10**9
+# Features counting days since a row of these kinds: they cross a threshold of v days at t + v.
+_DAYS_SINCE = {
+    "recency_days": frozenset({"orders"}),
+    "tenure_days": frozenset({"orders"}),
+    "days_since_signup": frozenset({"signup"}),
+    "days_since_engaged": frozenset({ANY_EVENT}),
+    "days_since_site_visit": frozenset({ANY_EVENT}),
+}
+_FEATURE_WINDOW = re.compile(r"_(\d+)d(?:_|$)")
+
+
+def _feature_deadlines(feature: str, value: float) -> set[tuple[frozenset[str], int]]:
+    """When rows make a (window-less) customer feature cross `value` later, as `_windows` gives."""
+    if feature in _DAYS_SINCE:
+        if value < 0 or not np.isfinite(value):
+            return set()
+        return {(_DAYS_SINCE[feature], int(value * _DAY_NS) + _ONE_NS)}
+    days = [int(d) for d in _FEATURE_WINDOW.findall(feature)]
+    if "prev_90d" in feature:
+        days.append(180)  # the 90 days before the last 90
+    kinds = frozenset({"orders"}) if feature.startswith(("orders_", "spend_")) else None
+    return {(kinds or frozenset({ANY_EVENT}), d * _DAY_NS + _ONE_NS) for d in days}
 
 
 def _select(frame: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:

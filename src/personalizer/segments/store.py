@@ -90,18 +90,45 @@ def run_segments(
     definitions: list[SegmentDefinition],
     as_of: pd.Timestamp,
     *,
+    predictions: pd.DataFrame | None = None,
     record: bool = True,
 ) -> SegmentRun:
-    """Evaluate `definitions` over the warehouse as of `as_of` and (by default) record history."""
-    ready, skipped = evaluable(definitions, None)
+    """Evaluate `definitions` over the warehouse as of `as_of` and (by default) record history.
+
+    `predictions` (`read_predictions`) feed the predicted segments; without them those are
+    skipped and their open memberships stay as they were.
+    """
+    ready, skipped = evaluable(definitions, predictions)
     with Warehouse(settings.warehouse_path, read_only=True) as wh:
-        members = evaluate_warehouse(wh, ready, as_of)
+        members = evaluate_warehouse(wh, ready, as_of, predictions)
     names = [d.name for d in ready]
     sizes = members["segment"].value_counts().reindex(names, fill_value=0).astype(int)
     changes = None
     if record:
         changes = record_evaluation(segments_dir(settings), members, as_of, names)
     return SegmentRun(as_of, members, sizes, skipped, changes)
+
+
+def read_predictions(paths: list[Path]) -> pd.DataFrame | None:
+    """Prediction files (Parquet, CSV) joined on `customer_id`; None for no file.
+
+    Raises:
+        ValueError: naming the file, when it has no `customer_id` or repeats a column of another.
+    """
+    table: pd.DataFrame | None = None
+    owner: dict[str, Path] = {}
+    for path in paths:
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        if "customer_id" not in frame.columns:
+            raise ValueError(f"{path}: predictions need a customer_id column")
+        frame = frame.assign(customer_id=frame["customer_id"].astype(str))
+        frame = frame.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+        for column in frame.columns:
+            if column in owner:
+                raise ValueError(f"{path}: column {column!r} is also in {owner[column]}")
+            owner[column] = path
+        table = frame if table is None else table.join(frame, how="outer")
+    return None if table is None else table.reset_index()
 
 
 def _replace(frame: pd.DataFrame, path: Path) -> None:
