@@ -1,0 +1,226 @@
+"""Rendering one email: subject, HTML (CSS inlined) and plain text, with its content blocks.
+
+An email named `<name>` is three templates (shipped ones in `templates/`, a user folder's of the
+same name replace them):
+
+- `<name>.subject.j2`: the subject, plain text; whitespace collapses to one line (no header
+  injection through a newline);
+- `<name>.html.j2`: the HTML part, autoescaped, normally `{% extends "layout.html.j2" %}` (the
+  shared layout: `<style>`, header, footer with the unsubscribe link);
+- `<name>.txt.j2`: the plain-text part, not escaped, normally extending `layout.txt.j2`.
+
+Content blocks: `select_blocks` picks a block per slot from the rules; each is rendered
+(`blocks/<block>.html.j2`, and `.txt.j2` when there is one) with the email's context plus `slot`
+and `params`, and the email reads them as `{{ blocks.hero }}`. Every slot of the rules is in
+`blocks`, empty when no rule matched.
+
+CSS: by default (`inline_css="load"`) the layout's stylesheet is inlined into each HTML template's
+source once, when it is loaded (`inlining.py`), so a render costs no css-inline call;
+`inline_css="render"` inlines each rendered email instead (slower, for templates the load-time
+inliner rejects).
+
+Every email must carry the context's `unsubscribe_url`, in both parts: rendering fails otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jinja2 import Environment, Template
+from markupsafe import Markup, escape
+
+from personalizer.render.blocks import (
+    BLOCKS_FOLDER,
+    BlockRules,
+    SelectedBlock,
+    available_blocks,
+    default_block_rules,
+    select_blocks,
+)
+from personalizer.render.context import EmailContext
+from personalizer.render.environment import TemplateError, create_environment, template_error
+from personalizer.render.inlining import canonical_html, inliner
+
+PARTS = ("subject", "html", "text")
+_SUFFIX = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One rendered email; `blocks` says which block filled each slot, and why."""
+
+    subject: str
+    html: str
+    text: str
+    blocks: Mapping[str, SelectedBlock] = field(default_factory=dict)
+
+
+class Renderer:
+    """Renders the email templates in the sandbox (`environment.py`).
+
+    Args:
+        template_dirs: folders whose templates replace shipped ones of the same name.
+        strict: previews: a missing variable is an error naming it. Production (False): empty.
+        rules: the block rules; by default `default_blocks.yaml`, checked against the block
+            templates of `template_dirs` and the shipped ones.
+        inline_css: "load" (inline the CSS into template sources once) or "render".
+    """
+
+    def __init__(
+        self,
+        template_dirs: Sequence[str | Path] | str | Path | None = None,
+        strict: bool = False,
+        rules: BlockRules | None = None,
+        inline_css: Literal["load", "render"] = "load",
+    ) -> None:
+        if isinstance(template_dirs, str | Path):
+            template_dirs = [template_dirs]
+        self.template_dirs = [Path(d) for d in template_dirs or ()]
+        self.strict = strict
+        self.inline_css = inline_css
+        self.env: Environment = create_environment(
+            self.template_dirs, strict=strict, inline_css=inline_css == "load"
+        )
+        self.rules = rules if rules is not None else default_block_rules(self.blocks())
+        self._inliner = inliner() if inline_css == "render" else None
+        self._templates: dict[str, Template | None] = {}
+
+    def templates(self) -> list[str]:
+        """Names of the emails that have all three parts (`<name>.subject/html/txt.j2`)."""
+        names = set(self.env.list_templates())
+        return sorted(
+            n.removesuffix(".html.j2")
+            for n in names
+            if "/" not in n
+            and n.endswith(".html.j2")
+            and all(n.removesuffix(".html.j2") + s in names for s in _SUFFIX.values())
+            and n != "layout.html.j2"
+        )
+
+    def blocks(self) -> frozenset[str]:
+        """Names of the block templates, shipped and from `template_dirs`."""
+        return available_blocks(self.template_dirs)
+
+    def check(self, template: str) -> None:
+        """Load and compile the three parts of `template` (at startup, to fail early).
+
+        Raises:
+            TemplateError: a part is missing or invalid.
+        """
+        for part in PARTS:
+            self._template(template + _SUFFIX[part], required=True)
+
+    def render(
+        self,
+        template: str,
+        context: Mapping[str, Any] | EmailContext,
+        blocks: Mapping[str, SelectedBlock] | None = None,
+    ) -> RenderedEmail:
+        """Render the email `template` for one customer.
+
+        Args:
+            template: the email's name, such as "welcome".
+            context: an `EmailContext` or a mapping with its keys; `campaign` defaults to
+                `template`.
+            blocks: the block of each slot, when already chosen; by default `select_blocks`.
+
+        Raises:
+            TemplateError: naming the template, the line and the reason; never another error.
+        """
+        values = dict(self.env.globals)
+        try:
+            values.update(context.model_dump() if isinstance(context, EmailContext) else context)
+        except (TypeError, ValueError) as exc:
+            raise TemplateError(template, None, f"the context is not a mapping: {exc}") from exc
+        values["template"] = template
+        values["campaign"] = values.get("campaign") or template
+        unsubscribe = values.get("unsubscribe_url")
+        if not unsubscribe or not isinstance(unsubscribe, str):
+            raise TemplateError(template, None, "the context has no unsubscribe_url")
+        try:
+            chosen = dict(select_blocks(self.rules, values) if blocks is None else blocks)
+        except Exception as exc:
+            raise TemplateError(template, None, f"cannot select blocks: {exc}") from exc
+        html_blocks, text_blocks = self._render_blocks(chosen, values)
+        subject = " ".join(self._render(template + ".subject.j2", values).split())
+        values["subject"] = subject
+        values["blocks"] = html_blocks
+        html = self._render(template + ".html.j2", values)
+        if self._inliner is not None:
+            try:
+                html = self._inliner.inline(html)
+            except Exception as exc:
+                raise TemplateError(template + ".html.j2", None, f"CSS inlining: {exc}") from exc
+        values["blocks"] = text_blocks
+        text = self._render(template + ".txt.j2", values)
+        text = _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("\n", text)).strip() + "\n"
+        if str(escape(unsubscribe)) not in html or unsubscribe not in text:
+            raise TemplateError(template, None, "the unsubscribe link is missing from the email")
+        return RenderedEmail(subject, html, text, chosen)
+
+    def inlining_difference(
+        self, template: str, context: Mapping[str, Any] | EmailContext
+    ) -> str | None:
+        """None when inlining CSS at load gives the same HTML as inlining the rendered email.
+
+        "The same" is token by token (`inlining.canonical_html`): tags, attributes, inline
+        styles, text and comments, whatever the attribute order or entity spelling. Otherwise,
+        the first difference. For checking templates against a sample context (tests, previews).
+        """
+        reference = Renderer(self.template_dirs, self.strict, self.rules, inline_css="render")
+        expected = canonical_html(reference.render(template, context).html)
+        got = canonical_html(self.render(template, context).html)
+        for i, (a, b) in enumerate(zip(got, expected, strict=False)):
+            if a != b:
+                return f"token {i}: at load {a!r}, after render {b!r}"
+        if len(got) != len(expected):
+            return f"{len(got)} tokens at load, {len(expected)} after render"
+        return None
+
+    def _render_blocks(
+        self, chosen: Mapping[str, SelectedBlock], values: dict[str, Any]
+    ) -> tuple[dict[str, Markup], dict[str, str]]:
+        html = dict.fromkeys(self.rules.slots, Markup(""))
+        text = dict.fromkeys(self.rules.slots, "")
+        for slot, block in chosen.items():
+            scope = {**values, "slot": slot, "params": block.params}
+            path = f"{BLOCKS_FOLDER}/{block.name}"
+            # The env autoescapes .html.j2: this is HTML we rendered, safe to mark as such.
+            html[slot] = Markup(self._render(path + ".html.j2", scope))
+            if self._template(path + ".txt.j2", required=False) is not None:
+                text[slot] = self._render(path + ".txt.j2", scope).strip()
+        return html, text
+
+    def _template(self, name: str, required: bool = True) -> Template | None:
+        if name not in self._templates:
+            try:
+                self._templates[name] = self.env.get_template(name)
+            except Exception as exc:
+                error = template_error(exc, self.env, name)
+                if required or not error.reason.startswith("template not found: " + name):
+                    raise error from exc
+                self._templates[name] = None
+        return self._templates[name]
+
+    def _render(self, name: str, values: dict[str, Any]) -> str:
+        """`name` rendered with `values`, which hold the environment's globals already.
+
+        The context shares `values` instead of copying it, as `Template.render` would, nine
+        times an email (Jinja never writes to the shared dict).
+        """
+        template = self._template(name)
+        assert template is not None
+        try:
+            return "".join(template.root_render_func(template.new_context(values, shared=True)))
+        except Exception:
+            try:
+                self.env.handle_exception()  # re-raises with the template's lines in the traceback
+            except Exception as exc:
+                raise template_error(exc, self.env, name) from exc
+            raise  # unreachable: handle_exception always raises
