@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export PERSONALIZER_HOME ?= $(CURDIR)/data
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help install demo test test-fast lint format bench clean clean-data
+.PHONY: help install browser wrk demo serve test test-fast lint format bench clean clean-data
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -40,6 +40,10 @@ demo: install ## Synthetic shop → warehouse → stats → train and score ever
 	$(VENV)/bin/personalizer train categories
 	$(VENV)/bin/personalizer score categories --out $(PERSONALIZER_HOME)/demo_categories.parquet
 	$(VENV)/bin/personalizer segments evaluate --predictions $(PERSONALIZER_HOME)/demo_churn.parquet --predictions $(PERSONALIZER_HOME)/demo_categories.parquet
+	$(MAKE) serve
+
+serve: install ## Serve the decision service on :3000 (preview page at /preview); Ctrl+C stops it
+	PERSONALIZER_API_TOKEN=$${PERSONALIZER_API_TOKEN:-demo-token} $(VENV)/bin/personalizer serve --port 3000
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests
@@ -50,17 +54,34 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
 
-test: lint ## Lint, then the whole test suite (slow tests included)
+# Debian packages: chromium for the browser tests, wrk for the service benchmark. Installed once with
+# apt-get (sudo when not root); a machine without apt-get must provide them.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+define apt_install
+	@command -v $(1) >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+		&& { $(SUDO) apt-get install -y -q $(2) >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(2) >/dev/null; }; }; } \
+		|| { echo "$(1) is needed: install the Debian package $(2)"; exit 1; }
+endef
+
+browser: ## Debian's chromium, for the browser tests (Playwright drives it)
+	$(call apt_install,chromium,chromium)
+
+wrk: ## wrk, the HTTP load generator of the service benchmark
+	$(call apt_install,wrk,wrk)
+
+test: lint browser ## Lint, then the whole test suite (slow tests included)
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
-test-fast: install ## The test suite without tests marked slow
+test-fast: install browser ## The test suite without tests marked slow
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
 
-bench: install ## Benchmarks: throughput figures and ratios against in-run baselines
+bench: install wrk ## Benchmarks: throughput figures and ratios against in-run baselines
 	$(PY) tests/benchmarks/bench_ingest.py
 	$(PY) tests/benchmarks/bench_event_store.py
 	$(PY) tests/benchmarks/bench_recommender.py
 	$(PY) tests/benchmarks/bench_segments.py
+	$(PY) tests/benchmarks/bench_service.py
 
 clean: ## Remove the virtualenv and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist src/*.egg-info

@@ -13,6 +13,7 @@ from personalizer.config import THREADS_ENV, Settings
 # Test workers run side by side on a small machine: one thread each, or OpenMP's spinning threads
 # slow every worker down manyfold. Inherited by the CLI subprocesses the tests start.
 os.environ.setdefault(THREADS_ENV, "1")
+os.environ.setdefault("PERSONALIZER_RELOAD_SECONDS", "0")  # no champion watcher threads in tests
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

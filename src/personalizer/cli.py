@@ -708,3 +708,49 @@ def segments_evaluate(
         _write(run.members[["customer_id", "segment"]].astype("string"), out)
         console.print(f"{len(run.members):,} memberships → {out}")
     console.print(f"membership history: {segments_dir(settings)}")
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    server: Annotated[
+        str,
+        typer.Option(
+            help="uvicorn: the decision app on one uvicorn worker (the measured fast path); "
+            "bentoml: the same app mounted in the BentoML service (bentoml serve).",
+        ),
+    ] = "uvicorn",
+    home: HomeOption = None,
+) -> None:
+    """Serve the decision service: decide, recommend, segments, send time, scores, events, preview."""
+    settings = _settings(home)
+    os.environ["PERSONALIZER_HOME"] = str(settings.home.resolve())
+    url = f"http://{host}:{port}"
+    console.print(
+        f"decision service on {url} (data home {settings.home}); preview: {url}/preview; "
+        f"readiness: {url}/readyz" + ("" if server == "uvicorn" else f" and {url}/v1/readyz")
+    )
+    if not os.environ.get("PERSONALIZER_API_TOKEN"):
+        console.print("PERSONALIZER_API_TOKEN is not set: /v1/events and /v1/reload refuse writes")
+    if server == "uvicorn":
+        import uvicorn
+
+        from personalizer.api.app import create_app
+
+        uvicorn.run(
+            create_app(settings, load="background"),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    elif server == "bentoml":
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "bentoml", "serve", "personalizer.service:Personalizer"]
+        command += ["--port", str(port), "--host", host]
+        raise typer.Exit(subprocess.call(command))
+    else:
+        raise _fail(f"--server: unknown {server!r}; uvicorn or bentoml")

@@ -90,9 +90,19 @@ class Renderer:
         self.rules = rules if rules is not None else default_block_rules(self.blocks())
         self._inliner = inliner() if inline_css == "render" else None
         self._templates: dict[str, Template | None] = {}
+        self._names: list[str] | None = None
 
     def templates(self) -> list[str]:
-        """Names of the emails that have all three parts (`<name>.subject/html/txt.j2`)."""
+        """Names of the emails that have all three parts (`<name>.subject/html/txt.j2`).
+
+        Listed once (a walk of the template folders): a renderer serves the templates it found
+        when it was made; make a new one to pick up new files.
+        """
+        if self._names is None:
+            self._names = self._list_templates()
+        return list(self._names)
+
+    def _list_templates(self) -> list[str]:
         names = set(self.env.list_templates())
         return sorted(
             n.removesuffix(".html.j2")

@@ -1,0 +1,306 @@
+"""Benchmark: the decision service under load, as ratios of a bare Starlette endpoint in the same run.
+
+Targets (issue 6), with wrk at 32 connections on this 2-core machine:
+- `recommend` and `decide` for one customer: requests/s ≥ 50% of the floor, a bare Starlette
+  JSON endpoint on one uvicorn worker measured in the same run; p99 of `decide` ≤ 50 ms;
+- batch `decide` of 1,000 customers in one call: ≥ 5,000 decisions/s;
+- startup to ready, and the resident memory of the worker.
+
+`decide` is measured two ways: `decide (retry)` asks for the same customer, campaign and day again
+and again (the idempotent decision comes from the cache, as for a renderer retrying), and
+`decide (fresh)` asks for random customers on random days, so every decision is computed and
+rendered. The service runs as `personalizer serve` (uvicorn, one worker) and, for comparison, as
+the BentoML service (`--server bentoml`). The shop: a data home given with `--home` whose models
+are trained (`make demo` leaves one), else a 2,000-customer synthetic shop trained here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+TARGET_BATCH_PER_S = 5_000.0
+FLOOR_APP = textwrap.dedent(
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def hello(request):
+        return JSONResponse({"hello": "world"})
+
+    app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]),
+                log_level="warning", access_log=False)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (BentoML runs a worker process)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    kids = [int(p) for p in out.split()]
+    return kids + [g for k in kids for g in children(k)]
+
+
+def wait_ready(url: str, timeout: float = 600.0) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+def wrk(url: str, script: Path | None, seconds: int) -> dict[str, float]:
+    command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+([\d.]+)(us|ms|s)", out))
+    p50 = _ms(re.search(r"50%\s+([\d.]+)(us|ms|s)", out))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def _ms(match: re.Match[str] | None) -> float:
+    assert match is not None
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def lua(path: Path, ids: list[str], body: str) -> Path:
+    """A wrk script posting `body` (a Lua expression over `id`, `day`) for random customers."""
+    listed = ",".join(json.dumps(i) for i in ids)
+    path.write_text(
+        f"ids = {{{listed}}}\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n"
+        "  local id = ids[math.random(#ids)]\n"
+        '  local day = string.format("20%02d-%02d-%02dT12:00:00", math.random(30, 60), '
+        "math.random(1, 12), math.random(1, 28))\n"
+        f"  return wrk.format(nil, nil, nil, {body})\n"
+        "end\n"
+    )
+    return path
+
+
+def prepare_home(home: Path | None, work: Path) -> Path:
+    if home is not None:
+        return home
+    home = work / "home"
+    cli = [sys.executable, "-m", "personalizer"]
+    steps = [
+        ["data", "generate", "--customers", "2000", "--seed", "42"],
+        ["data", "import", str(home / "synthetic")],
+        *[["train", m] for m in ("recommender", "churn", "send-time", "engagement", "categories")],
+    ]
+    started = time.perf_counter()
+    for step in steps:
+        subprocess.run([*cli, *step, "--home", str(home)], check=True, capture_output=True)
+    print(
+        f"shop: 2,000 synthetic customers, five models trained in {time.perf_counter() - started:.0f} s"
+    )
+    return home
+
+
+def consenting(home: Path) -> list[str]:
+    from personalizer.config import Settings
+    from personalizer.data.warehouse import Warehouse
+
+    with Warehouse(Settings(home=home).warehouse_path, read_only=True) as wh:
+        frame = wh.query("SELECT customer_id FROM customers WHERE email_consent ORDER BY 1")
+    return frame["customer_id"].astype(str).tolist()
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def measure_service(
+    server: str, home: Path, ids: list[str], seconds: int, work: Path
+) -> dict[str, Any]:
+    port = free_port()
+    env = {**os.environ, "PERSONALIZER_HOME": str(home), "PERSONALIZER_RELOAD_SECONDS": "0"}
+    env.setdefault("PERSONALIZER_THREADS", "1")
+    command = [sys.executable, "-m", "personalizer", "serve", "--port", str(port)]
+    command += ["--server", server, "--home", str(home)]
+    process = start(command, env)
+    base = f"http://127.0.0.1:{port}"
+    ready = "/readyz" if server == "uvicorn" else "/v1/readyz"
+    try:
+        startup = wait_ready(base + ready)
+        out: dict[str, Any] = {"startup_s": startup}
+        one = ids[len(ids) // 2]
+        scripts = {
+            "recommend": (
+                "/v1/recommend",
+                lua(
+                    work / "rec.lua",
+                    ids,
+                    '\'{"customer_id":"\' .. id .. \'","strategy":"personal"}\'',
+                ),
+            ),
+            "decide (retry)": (
+                "/v1/decide",
+                lua(
+                    work / "retry.lua",
+                    [one],
+                    '\'{"customer_id":"\' .. id .. \'","template":"vip_offer","campaign":"bench"}\'',
+                ),
+            ),
+            "decide (fresh)": (
+                "/v1/decide",
+                lua(
+                    work / "fresh.lua",
+                    ids,
+                    '\'{"customer_id":"\' .. id .. \'","template":"vip_offer","campaign":"bench",'
+                    '"now":"\' .. day .. \'"}\'',
+                ),
+            ),
+        }
+        for name, (path, script) in scripts.items():
+            wrk(base + path, script, 3)  # warm up
+            out[name] = wrk(base + path, script, seconds)
+        batch = ids[:1000]
+        rates = []
+        with httpx.Client(timeout=120) as client:
+            for k in range(5):
+                body = {"customer_ids": batch, "template": "vip_offer", "campaign": f"batch{k}"}
+                began = time.perf_counter()
+                response = client.post(base + "/v1/decide", json=body)
+                took = time.perf_counter() - began
+                assert response.status_code == 200, response.text[:300]
+                assert len(response.json()["results"]) == len(batch)
+                rates.append(len(batch) / took)
+        out["batch_per_s"] = statistics.median(rates)
+        out["rss_mb"] = rss_mb(process.pid)
+        return out
+    finally:
+        stop(process)
+
+
+def measure_floor(seconds: int, work: Path) -> dict[str, float]:
+    port = free_port()
+    script = work / "floor.py"
+    script.write_text(FLOOR_APP)
+    process = start([sys.executable, str(script), str(port)], dict(os.environ))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/")
+        wrk(f"http://127.0.0.1:{port}/", None, 3)
+        return wrk(f"http://127.0.0.1:{port}/", None, seconds)
+    finally:
+        stop(process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", type=Path, default=None, help="a data home with trained models")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--skip-bentoml", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed (make wrk)")
+        return 2
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        work = Path(tmp)
+        home = prepare_home(args.home, work)
+        ids = consenting(home)
+        random.seed(7)
+        floor = measure_floor(args.seconds, work)
+        print(
+            f"floor (bare Starlette, 1 uvicorn worker, wrk 32 connections): {floor['rps']:,.0f} "
+            f"requests/s, p99 {floor['p99_ms']:.1f} ms"
+        )
+        servers = ["uvicorn"] if args.skip_bentoml else ["uvicorn", "bentoml"]
+        for server in servers:
+            result = measure_service(server, home, ids, args.seconds, work)
+            print(
+                f"personalizer serve --server {server}: ready in {result['startup_s']:.1f} s, "
+                f"RSS {result['rss_mb']:,.0f} MB after the run"
+            )
+            for name in ("recommend", "decide (retry)", "decide (fresh)"):
+                r = result[name]
+                ratio = r["rps"] / floor["rps"]
+                print(
+                    f"  {name:15s} {r['rps']:8,.0f} requests/s = {ratio:5.1%} of the floor; "
+                    f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; non-2xx {r['non_2xx']}"
+                )
+                if server == "uvicorn" and name != "decide (fresh)":
+                    ok &= ratio >= TARGET_RATIO and r["non_2xx"] == 0
+                if server == "uvicorn" and name.startswith("decide"):
+                    ok &= r["p99_ms"] <= TARGET_P99_MS
+            print(
+                f"  batch decide, 1,000 customers per call: {result['batch_per_s']:,.0f} "
+                f"decisions/s (median of 5; target {TARGET_BATCH_PER_S:,.0f})"
+            )
+            if server == "uvicorn":
+                ok &= result["batch_per_s"] >= TARGET_BATCH_PER_S
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""The decision service over HTTP (Starlette test client): decisions, batches, errors, events, reload.
+
+A 600-customer synthetic shop is imported and the recommender, churn and send-time models are
+trained through the command line; the engagement and category models are left untrained, so the
+service runs degraded for them and must say so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from personalizer import tracking
+from personalizer.api.app import create_app, openapi_schema
+from personalizer.cli import app as cli
+from personalizer.config import Settings
+from personalizer.data.warehouse import Warehouse
+from personalizer.decisions.decider import make_decision_id, next_local_hour
+
+runner = CliRunner()
+TOKEN = "s3cret-token"
+NOW = "2026-11-02T12:00:00"
+
+
+def invoke(home: Path, *args: str) -> str:
+    result = runner.invoke(cli, [*args, "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("service") / "home"
+    invoke(home, "data", "generate", "--customers", "600", "--seed", "9")
+    invoke(home, "data", "import", str(home / "synthetic"))
+    for model in ("recommender", "churn", "send-time"):
+        invoke(home, "train", model)
+    return home
+
+
+@pytest.fixture(scope="module")
+def client(home: Path) -> TestClient:
+    app = create_app(Settings(home=home), token=TOKEN, load="now")
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def customers(home: Path) -> pd.DataFrame:
+    with Warehouse(Settings(home=home).warehouse_path, read_only=True) as wh:
+        return wh.query(
+            "SELECT c.customer_id, c.email_consent, count(o.order_id) AS lines FROM customers c "
+            "LEFT JOIN orders o USING (customer_id) GROUP BY 1, 2 ORDER BY 1"
+        )
+
+
+def consenting_buyer(customers: pd.DataFrame) -> str:
+    chosen = customers[customers["email_consent"] & (customers["lines"] > 3)]
+    return str(chosen["customer_id"].iloc[0])
+
+
+# ------------------------------------------------------------------------------------ decide
+def test_a_decision_has_everything_an_email_needs(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    cid = consenting_buyer(customers)
+    response = client.post(
+        "/v1/decide",
+        json={"customer_id": cid, "template": "vip_offer", "campaign": "xmas", "now": NOW},
+    )
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    assert decision["send"] is True
+    assert decision["decision_id"] == make_decision_id(cid, "xmas", "vip_offer", pd.Timestamp(NOW))
+    assert len(decision["products"]) == 4
+    for product in decision["products"]:
+        assert {"product_id", "title", "price", "image_url", "url", "strategy", "reason"} <= set(
+            product
+        )
+        query = parse_qs(urlparse(product["url"]).query)
+        assert query["utm_campaign"] == ["xmas"]
+        assert query["utm_medium"] == ["email"]
+    assert decision["segments"], "a buyer is in some segment"
+    send = decision["send_time"]
+    assert pd.Timestamp(send["send_at"]) > pd.Timestamp(NOW)
+    assert send["source"] in ("customer", "shop")
+    assert decision["scores"]["churn"]["reasons"]
+    assert decision["scores"]["engagement"] is None  # not trained here: said, not invented
+    content = decision["content"]
+    assert content["subject"]
+    assert content["text"]
+    assert "utm_campaign=xmas" in content["html"]
+    assert "unsubscribe" in content["html"].lower()
+    assert "<" not in content["text"]
+    assert set(decision["model_versions"]) >= {"recommender", "churn", "send_time"}
+    assert any("engagement" in part for part in decision["degraded"])
+    assert any(reason.startswith("products:") for reason in decision["reasons"])
+
+
+def test_decisions_are_idempotent_per_customer_campaign_and_day(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    cid = consenting_buyer(customers)
+    body = {"customer_id": cid, "template": "win_back", "campaign": "winter", "now": NOW}
+    first, again = (client.post("/v1/decide", json=body).json() for _ in range(2))
+    assert first == again
+    next_day = client.post("/v1/decide", json={**body, "now": "2026-11-03T12:00:00"}).json()
+    assert next_day["decision_id"] != first["decision_id"]
+
+
+def test_customers_without_consent_get_no_content(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    cid = str(customers.loc[~customers["email_consent"], "customer_id"].iloc[0])
+    decision = client.post("/v1/decide", json={"customer_id": cid, "template": "welcome"}).json()
+    assert decision["send"] is False
+    assert decision["content"] is None
+    assert "products" not in decision
+    assert "consent" in decision["reasons"][0]
+
+
+def test_a_batch_of_decisions_answers_in_order_with_unknown_customers_marked(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    ids = customers["customer_id"].astype(str).head(50).tolist()
+    response = client.post(
+        "/v1/decide", json={"customer_ids": [*ids, "nobody"], "template": "welcome"}
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["customer_id"] for r in results] == [*ids, "nobody"]
+    assert "unknown customer" in results[-1]["error"]
+    sent = [r for r in results[:-1] if r["send"]]
+    assert len(sent) == int(customers.head(50)["email_consent"].sum())
+
+
+# ----------------------------------------------------------------------------- other routes
+@pytest.mark.parametrize("strategy", ["personal", "also_bought", "next_purchase", "trending"])
+def test_every_recommendation_strategy_answers_with_products(
+    client: TestClient, customers: pd.DataFrame, strategy: str
+) -> None:
+    cid = consenting_buyer(customers)
+    body = {"customer_id": cid, "strategy": strategy, "n": 3, "filters": {"max_price": 50}}
+    products = client.post("/v1/recommend", json=body).json()["products"]
+    assert len(products) == 3
+    assert all(p["price"] is not None and p["price"] <= 50 for p in products)
+    assert len({p["product_id"] for p in products}) == 3
+
+
+def test_segments_send_time_and_scores_answer_for_one_or_many(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    ids = customers["customer_id"].astype(str).head(5).tolist()
+    for route in ("segments", "send_time", "scores"):
+        one = client.post(f"/v1/{route}", json={"customer_id": ids[0]})
+        assert one.status_code == 200, (route, one.text)
+        many = client.post(f"/v1/{route}", json={"customer_ids": ids}).json()["results"]
+        assert [r["customer_id"] for r in many] == ids
+        assert many[0] == one.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"customer_id": "c1", "template": "welcome", "n": 99}, 422, "n"),
+        ({"template": "welcome"}, 422, "customer_id"),
+        ({"customer_id": "c1", "customer_ids": ["c2"], "template": "welcome"}, 422, "customer_id"),
+        ({"customer_id": "c1", "template": "no_such_email"}, 422, "template"),
+        ({"customer_id": "c1", "template": "welcome", "colour": "red"}, 422, "colour"),
+        ({"customer_id": "nobody-at-all", "template": "welcome"}, 404, "customer_id"),
+        ({"customer_id": "c1", "template": "welcome", "now": "yesterday-ish"}, 422, "now"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(
+    client: TestClient, body: dict[str, object], status: int, names: str
+) -> None:
+    response = client.post("/v1/decide", json=body)
+    assert response.status_code == status, response.text
+    assert names in response.json()["error"]
+
+
+def test_unreadable_bodies_are_400s(client: TestClient) -> None:
+    for raw in (b"{not json", b"", b"\xff\xfe\x00", b'{"customer_id": NaN}'):
+        response = client.post("/v1/decide", content=raw)
+        assert response.status_code == 400, raw
+    assert client.post("/v1/decide", content=b"[1, 2]").status_code == 422
+
+
+# --------------------------------------------------------------------------------- events
+def test_events_need_the_token_and_update_memberships_at_once(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    cid = consenting_buyer(customers)
+    five_hours_ago = (pd.Timestamp.now("UTC") - pd.Timedelta(hours=5)).isoformat()
+    cart = {
+        "event_id": f"cart-{cid}",
+        "customer_id": cid,
+        "type": "add_to_cart",
+        "occurred_at": five_hours_ago,
+        "product_id": "p00001",
+    }
+    assert client.post("/v1/events", json={"events": [cart]}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert client.post("/v1/events", json={"events": [cart]}, headers=wrong).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bad = {**cart, "event_id": "bad-1", "type": "teleport"}
+    answer = client.post("/v1/events", json={"events": [cart, bad]}, headers=auth).json()
+    assert answer["accepted"] == 1
+    assert answer["rejected"][0]["reason"].startswith("type:")
+    segments = client.post("/v1/segments", json={"customer_id": cid}).json()["segments"]
+    assert "cart_abandoner" in segments  # added 5 hours ago, no purchase since: over the 4 h delay
+    again = client.post("/v1/events", json={"events": [cart]}, headers=auth).json()
+    assert again["accepted"] == 0
+    assert again["duplicates"] == 1
+
+
+# ------------------------------------------------------------------------ health and reload
+def test_readyz_lists_models_versions_and_what_is_degraded(client: TestClient) -> None:
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True
+    models = ready["models"]
+    assert models["recommender"]["loaded"]
+    assert models["recommender"]["version"] == "1"
+    assert not models["engagement"]["loaded"]
+    assert any(part.startswith("engagement") for part in ready["degraded"])
+    assert client.get("/v1/healthz").json() == {"status": "ok"}
+    metrics = client.get("/metrics").text
+    assert 'personalizer_requests_total{route="readyz",status="200"}' in metrics
+
+
+def test_a_reload_picks_up_a_new_champion_without_a_restart(home: Path) -> None:
+    app = create_app(Settings(home=home), token=TOKEN, load="now")
+    client = TestClient(app)
+    before = client.get("/readyz").json()["models"]["categories"]
+    assert not before["loaded"]
+    invoke(home, "train", "categories")
+    assert client.post("/v1/reload").status_code == 401
+    response = client.post("/v1/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    after = client.get("/readyz").json()["models"]["categories"]
+    assert after["loaded"]
+    assert after["version"] == "1"
+
+
+def test_a_corrupt_model_and_an_empty_home_degrade_without_failing(
+    home: Path, tmp_path: Path, customers: pd.DataFrame
+) -> None:
+    engine = tracking.champion_engine_dir(Settings(home=home), "recommender")
+    backup = tmp_path / "engine"
+    shutil.copytree(engine, backup)
+    try:
+        for file in engine.rglob("*"):
+            if file.is_file():
+                file.write_bytes(b"\x00garbage")
+        client = TestClient(create_app(Settings(home=home), token=TOKEN, load="now"))
+    finally:
+        shutil.rmtree(engine)
+        shutil.copytree(backup, engine)
+    ready = client.get("/readyz").json()
+    assert ready["ready"]
+    assert not ready["models"]["recommender"]["loaded"]
+    assert "failed to load" in ready["models"]["recommender"]["detail"]
+    cid = consenting_buyer(customers)
+    decision = client.post("/v1/decide", json={"customer_id": cid, "template": "vip_offer"})
+    assert decision.status_code == 200
+    assert all(p["strategy"] == "trending" for p in decision.json()["products"])
+    assert any("recommender" in part for part in decision.json()["degraded"])
+
+    empty = TestClient(create_app(Settings(home=tmp_path / "empty"), load="now"))
+    assert empty.get("/readyz").json()["degraded"][0].startswith("warehouse")
+    response = empty.post("/v1/decide", json={"customer_id": "c0000001", "template": "welcome"})
+    assert response.status_code == 404
+
+
+def test_a_template_reaching_for_python_internals_fails_safely(
+    home: Path, tmp_path: Path, customers: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "welcome.subject.j2").write_text("Hello")
+    (folder / "welcome.txt.j2").write_text("{{ unsubscribe_url }}")
+    (folder / "welcome.html.j2").write_text(
+        "{{ ''.__class__.__mro__[1].__subclasses__() }} {{ unsubscribe_url }}"
+    )
+    monkeypatch.setenv("PERSONALIZER_TEMPLATES", str(folder))
+    client = TestClient(create_app(Settings(home=home), load="now"))
+    cid = consenting_buyer(customers)
+    response = client.post("/v1/decide", json={"customer_id": cid, "template": "welcome"})
+    assert response.status_code == 200
+    decision = response.json()
+    assert decision["send"] is False
+    assert decision["content"] is None
+    assert "template failed" in decision["reasons"][-1]
+    assert "subclasses" not in response.text or "unsafe" in response.text
+
+
+# ----------------------------------------------------------------------------------- units
+@pytest.mark.parametrize(
+    ("hour", "zone", "after", "expected"),
+    [
+        (34, "Europe/Madrid", "2026-11-29 18:00", "2026-12-01 09:00"),  # Tue 10:00 CET
+        (153, "Europe/Madrid", "2026-03-28 12:00", "2026-03-29 07:00"),  # Sun 09:00 CEST (DST)
+        (10, "America/New_York", "2026-11-30 15:30", "2026-12-07 15:00"),  # passed: next week
+        (23, "UTC", "2026-11-30 00:00", "2026-11-30 09:00"),  # quiet 23:00 moves to 09:00
+        (10, "Not/AZone", "2026-11-30 09:00", "2026-11-30 10:00"),  # unknown zone: UTC
+    ],
+)
+def test_the_next_local_hour(hour: int, zone: str, after: str, expected: str) -> None:
+    assert next_local_hour(hour, zone, pd.Timestamp(after)) == pd.Timestamp(expected)
+
+
+# ------------------------------------------------------------------------------------ fuzz
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _value(
+    spec: dict[str, object], defs: dict[str, object], known: list[str]
+) -> st.SearchStrategy[object]:
+    """Values of one JSON-schema property: its declared type(s), real ids, and anything."""
+    if "$ref" in spec:
+        return _object(defs[str(spec["$ref"]).rsplit("/", 1)[-1]], defs, known)  # type: ignore[arg-type]
+    options = spec.get("anyOf", [spec])
+    out: list[st.SearchStrategy[object]] = [ANY_JSON]
+    for option in options:  # type: ignore[union-attr]
+        kind = option.get("type")
+        if kind == "string":
+            out += [st.text(max_size=40), st.sampled_from(known)]
+        elif kind == "integer":
+            out.append(st.integers(-3, 200))
+        elif kind == "number":
+            out.append(st.floats(-10, 1e6, allow_nan=False))
+        elif kind == "boolean":
+            out.append(st.booleans())
+        elif kind == "array":
+            items = option.get("items", {})
+            out.append(st.lists(_value(items, defs, known), max_size=5))
+        elif kind == "object" or "$ref" in option:
+            out.append(
+                _value(option, defs, known) if "$ref" in option else _object(option, defs, known)
+            )
+    return st.one_of(out)
+
+
+def _object(
+    schema: dict[str, object], defs: dict[str, object], known: list[str]
+) -> st.SearchStrategy[object]:
+    properties: dict[str, dict[str, object]] = schema.get("properties", {})  # type: ignore[assignment]
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            **{name: _value(spec, defs, known) for name, spec in properties.items()},
+            "unexpected": ANY_JSON,
+        },
+    )
+
+
+@pytest.mark.parametrize("path", list(openapi_schema()["paths"]))
+def test_fuzzing_every_route_from_its_openapi_schema_never_gives_a_5xx(
+    client: TestClient, customers: pd.DataFrame, path: str
+) -> None:
+    operation = openapi_schema()["paths"][path]
+    if "get" in operation:
+        assert client.get(path).status_code < 500
+        return
+    schema = operation["post"]["requestBody"]["content"]["application/json"]["schema"]
+    known = [*customers["customer_id"].astype(str).head(20), "welcome", "vip_offer", "personal"]
+    bodies = _object(schema, schema.get("$defs", {}), known) | ANY_JSON
+    auth = {"Authorization": f"Bearer {TOKEN}"} if path == "/v1/events" else {}
+    seen: list[int] = []
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(body=bodies)
+    def check(body: object) -> None:
+        response = client.post(path, json=body, headers=auth)
+        seen.append(response.status_code)
+        assert response.status_code < 500, (body, response.text)
+        assert response.headers["content-type"].startswith("application/json")
+
+    check()
+    assert len(seen) >= 30
+    assert any(400 <= s < 500 for s in seen)  # the fuzzer reached the validation
+
+
+# --------------------------------------------------------------------------------- preview
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[str]:
+    """The service on a real port (uvicorn in a thread), for the browser."""
+    app = create_app(Settings(home=home), token=TOKEN, load="now")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Debian's chromium is needed for the browser tests: `make test` installs it")
+    return path
+
+
+def test_the_preview_page_shows_every_segment_at_desktop_and_mobile_width(
+    server: str, customers: pd.DataFrame, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ids = list(customers["customer_id"].astype(str))
+    answer = httpx.post(f"{server}/v1/segments", json={"customer_ids": ids}, timeout=30).json()
+    segments = {s for r in answer["results"] for s in r["segments"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server}/preview?template=browse_reminder")
+        sections = page.locator("section.sample")
+        shown = {sections.nth(i).get_attribute("data-segment") for i in range(sections.count())}
+        assert shown, "no sample customer"
+        assert shown <= segments
+        assert len(shown) >= len(segments) - 3  # segments without a consenting member are absent
+        first = sections.nth(0)
+        desktop, mobile = first.locator("iframe.desktop"), first.locator("iframe.mobile")
+        assert desktop.bounding_box()["width"] == pytest.approx(600, abs=2)
+        assert mobile.bounding_box()["width"] == pytest.approx(375, abs=2)
+        frame = desktop.content_frame
+        assert "utm_campaign=preview" in (frame.locator("a").first.get_attribute("href") or "")
+        assert "Shop" in frame.locator("body").inner_text()
+        assert first.locator("ul.reasons li").count() >= 3
+        page.select_option("#template", "win_back")
+        page.click("button[type=submit]")
+        page.wait_for_url("**template=win_back")
+        assert page.locator("section.sample").count() == len(shown)
+        page.screenshot(path=str(tmp_path / "preview.png"), full_page=False)
+        assert (tmp_path / "preview.png").stat().st_size > 10_000
+        assert not errors
+        browser.close()
