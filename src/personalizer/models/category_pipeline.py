@@ -28,6 +28,7 @@ from personalizer.models.category_propensity import (
     evaluate_category_propensity,
     validation_window,
 )
+from personalizer.models.scorers import rows_of
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ class CategoryScorer:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The propensities of the customers of `frame["customer_id"]` that are known."""
-        scores = self.score_all()
-        wanted = scores["customer_id"].astype(str).isin(set(frame["customer_id"].astype(str)))
-        return scores[wanted].reset_index(drop=True)
+        return rows_of(self.score_all(), frame)
 
     def save(self, path: Path) -> None:
         """Fitted parameters (JSON) and the history (Parquet) in the folder `path`."""

@@ -25,6 +25,7 @@ from personalizer.evaluation.importance import gain_importance
 from personalizer.models.churn import ChurnModel
 from personalizer.models.churn_baselines import compare_churn
 from personalizer.models.churn_scoring import score_customers
+from personalizer.models.scorers import rows_of
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ class ChurnScorer:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The contract table for the customers of `frame["customer_id"]` that are known."""
-        scores = self.score_all()
-        wanted = scores["customer_id"].astype(str).isin(set(frame["customer_id"].astype(str)))
-        return scores[wanted].reset_index(drop=True)
+        return rows_of(self.score_all(), frame)
 
     def save(self, path: Path) -> None:
         """The model (LightGBM text + JSON) and its data (Parquet) in the folder `path`."""

@@ -48,6 +48,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from personalizer.located import LocatedError, load_yaml, node_line
 from personalizer.render.environment import TemplateLoader
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,8 @@ CONDITION_KEYS = (
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class BlockRuleError(ValueError):
+class BlockRuleError(LocatedError):
     """An invalid block rule file: where (`source`, `line`, 1-based) and why (`reason`)."""
-
-    def __init__(self, source: str, line: int | None, reason: str) -> None:
-        self.source, self.line, self.reason = source, line, reason
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {reason}")
 
 
 class When(BaseModel):
@@ -232,14 +228,7 @@ def parse_block_rules(
     text: str, source: str = "<string>", blocks: Collection[str] | None = None
 ) -> BlockRules:
     """The rules of YAML text; `source` names it in errors (see `load_block_rules`)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise BlockRuleError(source, line, f"YAML syntax error: {reason}") from exc
+    data, root = load_yaml(text, source, BlockRuleError)
     known = available_blocks() if blocks is None else frozenset(blocks)
     at = _Locator(source, root)
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
@@ -334,21 +323,7 @@ class _Locator:
 
     def line(self, loc: Sequence[str | int]) -> int | None:
         """1-based line of the deepest node on the path `loc` (keys and list positions)."""
-        node = self.root
-        if node is None:
-            return None
-        for depth, part in enumerate(loc, 1):
-            child = None
-            if isinstance(node, yaml.MappingNode):
-                pair = next(((k, v) for k, v in node.value if k.value == part), None)
-                # A key in error (unknown, wrong value) is pointed at by its own line.
-                child = pair and (pair[0] if depth == len(loc) else pair[1])
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                child = node.value[part] if 0 <= part < len(node.value) else None
-            if child is None:
-                break
-            node = child
-        return node.start_mark.line + 1
+        return node_line(self.root, loc, key_last=True)
 
 
 # ----------------------------------------------------------------------------------- conflicts

@@ -67,6 +67,7 @@ from pydantic import (
 )
 
 from personalizer.features.customers import FEATURE_NAMES
+from personalizer.located import LocatedError, load_yaml, node_line
 from personalizer.schema import EventType
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,8 @@ _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*$")
 _PARAMETER = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-class SegmentDefinitionError(ValueError):
+class SegmentDefinitionError(LocatedError):
     """An invalid segment file: where (`source`, `line`, 1-based) and why (`reason`)."""
-
-    def __init__(self, source: str, line: int | None, reason: str) -> None:
-        self.source, self.line, self.reason = source, line, reason
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {reason}")
 
 
 def parse_window(value: Any) -> timedelta:
@@ -363,14 +359,7 @@ def parse_segments(
     text: str, source: str = "<string>", overrides: Overrides | None = None
 ) -> list[SegmentDefinition]:
     """The segment definitions of YAML text; `source` names it in errors."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise SegmentDefinitionError(source, line, f"YAML syntax error: {reason}") from exc
+    data, root = load_yaml(text, source, SegmentDefinitionError)
     at = _Locator(source, root)
     if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
         raise at.error([], "expected a mapping with a list under 'segments'")
@@ -413,19 +402,7 @@ class _Locator:
 
     def line(self, loc: Sequence[str | int]) -> int | None:
         """1-based line of the deepest node on the path `loc` (keys and list positions)."""
-        node = self.root
-        if node is None:
-            return None
-        for part in loc:
-            child = None
-            if isinstance(node, yaml.MappingNode):
-                child = next((v for k, v in node.value if k.value == part), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                child = node.value[part] if 0 <= part < len(node.value) else None
-            if child is None:
-                break
-            node = child
-        return node.start_mark.line + 1
+        return node_line(self.root, loc)
 
 
 def _definition(
