@@ -411,3 +411,21 @@ def test_context_schema_builds_from_catalogue_products() -> None:
     assert "utm_campaign=post_purchase" in email.text  # campaign defaults to the template
     with pytest.raises(ValueError, match="unsubscribe_url"):
         EmailContext(customer={"customer_id": "C1"}, unsubscribe_url="")
+
+
+def test_cached_blocks_never_carry_one_customers_values_to_another() -> None:
+    renderer = Renderer()
+    codes = ["CART-AAAA1111", "CART-BBBB2222", "CART-AAAA1111"]
+    for i, code in enumerate(codes):
+        context = sample_context(
+            "cart_reminder",
+            discount_code=code,
+            customer={"customer_id": f"C{i}", "first_name": f"Name{i}"},
+            unsubscribe_url=f"https://shop.example.com/unsubscribe?c=C{i}",
+        )
+        email = renderer.render("cart_reminder", context)
+        others = set(codes) - {code}
+        assert code in email.html
+        assert code in email.text
+        assert not any(other in email.html or other in email.text for other in others)
+    assert renderer._block_cache  # blocks were cached, and reused for the repeated code

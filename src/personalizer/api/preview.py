@@ -107,20 +107,27 @@ async def preview_email(request: Request, state: ServiceState) -> Any:
 
 
 def sample_customers(decider: Decider) -> dict[str, str]:
-    """Per segment (sorted), the first consenting member in id order."""
+    """Per segment (sorted by name), a consenting member: the first in id order not already the
+    sample of another segment (the smallest segments choose first), else the first."""
     updater = decider.snapshot.updater
     if updater is None:
         return {}
     customers = decider.snapshot.customers
     members = updater.memberships()
-    out: dict[str, str] = {}
+    consenting: dict[str, list[str]] = {}
     for segment, group in members.groupby("segment", sort=True):
-        for cid in sorted(group["customer_id"].astype(str)):
-            record = customers.get(cid)
-            if record is not None and record.email_consent:
-                out[str(segment)] = cid
-                break
-    return out
+        ids = sorted(group["customer_id"].astype(str))
+        ids = [c for c in ids if (r := customers.get(c)) is not None and r.email_consent]
+        if ids:
+            consenting[str(segment)] = ids
+    taken: set[str] = set()
+    chosen: dict[str, str] = {}
+    for segment in sorted(consenting, key=lambda s: (len(consenting[s]), s)):
+        ids = consenting[segment]
+        pick = next((c for c in ids if c not in taken), ids[0])
+        chosen[segment] = pick
+        taken.add(pick)
+    return dict(sorted(chosen.items()))
 
 
 def _section(decider: Decider, template: str, segment: str, customer_id: str) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Environment, Template
+from jinja2 import Environment, Template, meta
 from markupsafe import Markup, escape
 
 from personalizer.render.blocks import (
@@ -46,6 +46,7 @@ from personalizer.render.environment import TemplateError, create_environment, t
 from personalizer.render.inlining import canonical_html, inliner
 
 PARTS = ("subject", "html", "text")
+BLOCK_CACHE = 10_000  # rendered blocks kept, by block and the context values it reads
 _SUFFIX = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
@@ -91,6 +92,8 @@ class Renderer:
         self._inliner = inliner() if inline_css == "render" else None
         self._templates: dict[str, Template | None] = {}
         self._names: list[str] | None = None
+        self._block_names: dict[str, tuple[str, ...]] = {}
+        self._block_cache: dict[tuple[str, ...], tuple[Markup, str]] = {}
 
     def templates(self) -> list[str]:
         """Names of the emails that have all three parts (`<name>.subject/html/txt.j2`).
@@ -199,13 +202,39 @@ class Renderer:
         html = dict.fromkeys(self.rules.slots, Markup(""))
         text = dict.fromkeys(self.rules.slots, "")
         for slot, block in chosen.items():
-            scope = {**values, "slot": slot, "params": block.params}
             path = f"{BLOCKS_FOLDER}/{block.name}"
-            # The env autoescapes .html.j2: this is HTML we rendered, safe to mark as such.
-            html[slot] = Markup(self._render(path + ".html.j2", scope))
-            if self._template(path + ".txt.j2", required=False) is not None:
-                text[slot] = self._render(path + ".txt.j2", scope).strip()
+            # A block reads a few context values (often none that vary by customer): its output
+            # is kept by those values, and most emails of a campaign reuse it.
+            key = (path, slot, repr(block.params), *self._block_inputs(path, values))
+            cached = self._block_cache.get(key)
+            if cached is None:
+                scope = {**values, "slot": slot, "params": block.params}
+                # The env autoescapes .html.j2: this is HTML we rendered, safe to mark as such.
+                part_html = Markup(self._render(path + ".html.j2", scope))
+                part_text = ""
+                if self._template(path + ".txt.j2", required=False) is not None:
+                    part_text = self._render(path + ".txt.j2", scope).strip()
+                cached = (part_html, part_text)
+                if len(self._block_cache) < BLOCK_CACHE:
+                    self._block_cache[key] = cached
+            html[slot], text[slot] = cached
         return html, text
+
+    def _block_inputs(self, path: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+        """The values of the context variables a block's two templates read, as text."""
+        names = self._block_names.get(path)
+        if names is None:
+            found: set[str] = set()
+            for suffix in (".html.j2", ".txt.j2"):
+                try:
+                    source = self.env.loader.get_source(self.env, path + suffix)[0]  # type: ignore[union-attr]
+                except Exception:  # no text part: nothing read
+                    continue
+                found |= meta.find_undeclared_variables(self.env.parse(source))
+            # `track` reads the campaign and the template from the context itself
+            names = tuple(sorted((found | {"campaign", "template"}) - {"slot", "params"}))
+            self._block_names[path] = names
+        return tuple(repr(values.get(name)) for name in names)
 
     def _template(self, name: str, required: bool = True) -> Template | None:
         if name not in self._templates:
