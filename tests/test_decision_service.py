@@ -241,7 +241,9 @@ def test_readyz_lists_models_versions_and_what_is_degraded(client: TestClient) -
     assert 'personalizer_requests_total{route="readyz",status="200"}' in metrics
 
 
-def test_a_reload_picks_up_a_new_champion_without_a_restart(home: Path) -> None:
+def test_a_reload_picks_up_a_new_champion_without_a_restart(
+    home: Path, customers: pd.DataFrame
+) -> None:
     app = create_app(Settings(home=home), token=TOKEN, load="now")
     client = TestClient(app)
     before = client.get("/readyz").json()["models"]["categories"]
@@ -253,6 +255,10 @@ def test_a_reload_picks_up_a_new_champion_without_a_restart(home: Path) -> None:
     after = client.get("/readyz").json()["models"]["categories"]
     assert after["loaded"]
     assert after["version"] == "1"
+    # the events stored before the reload still count (the cart of the events test)
+    cid = consenting_buyer(customers)
+    segments = client.post("/v1/segments", json={"customer_id": cid}).json()["segments"]
+    assert "cart_abandoner" in segments
 
 
 def test_a_corrupt_model_and_an_empty_home_degrade_without_failing(

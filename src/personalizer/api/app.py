@@ -137,7 +137,9 @@ class ServiceState:
             self.loading = True
         try:
             snapshot = build_snapshot(self.settings, as_of)
-            self.install(snapshot)
+            with self.lock:
+                self.install(snapshot)
+                self.last_seq = 0  # the new memberships have seen no event of the store yet
             self.load_error = None
             self.reloads += 1
             self.catch_up()

@@ -391,6 +391,7 @@ def _load_send_time(settings: Settings, snap: Snapshot, buyers: list[str]) -> No
     scorer = load_scorer(tracking.champion_artifact_dir(settings, "send_time"))
     known = list(snap.customers) or [str(c) for c in scorer.model.customer_ids_]
     hours = scorer.model.best_hour(known)
+    # the model's documented answer for a customer it does not know is the shop's best hour
     shop = scorer.model.best_hour(["\x00no such customer"])
     snap.shop_hour = int(shop["hour_of_week"].iloc[0])
     evidence = scorer.model.signal_counts(known).sum(axis=1).to_numpy()
