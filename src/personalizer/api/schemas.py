@@ -7,14 +7,14 @@ being an entry with an `error` rather than a failure of the whole call.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_BATCH = 10_000
 MAX_EVENTS = 10_000
-CustomerId = Field(min_length=1, max_length=128)
-Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+# A campaign names UTM parameters and decision ids: short, URL-safe.
+Campaign = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class _Body(BaseModel):
@@ -60,18 +60,14 @@ class RecommendRequest(Customers):
     strategy: Literal["personal", "also_bought", "next_purchase", "trending"] = "personal"
     n: int = Field(default=4, ge=1, le=50)
     filters: ProductFilters = Field(default_factory=ProductFilters)
-    campaign: str = Field(
-        default="recommend", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
-    )
+    campaign: Campaign = "recommend"
 
 
 class DecideRequest(Customers):
     """`decide`: a template of the renderer, the campaign (UTM and decision id), N products."""
 
     template: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
-    campaign: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
-    )
+    campaign: Campaign | None = None
     n: int = Field(default=4, ge=1, le=12)
     now: str | None = Field(default=None, max_length=40, description="ISO time (tests, replays)")
 
