@@ -479,3 +479,37 @@ def test_the_preview_page_shows_every_segment_at_desktop_and_mobile_width(
         assert (tmp_path / "preview.png").stat().st_size > 10_000
         assert not errors
         browser.close()
+
+
+def test_a_helper_process_computes_half_of_a_large_batch_with_the_same_answers(
+    home: Path, customers: pd.DataFrame
+) -> None:
+    with_helper = create_app(Settings(home=home), token=TOKEN, load="now", batch_helper=True)
+    state = with_helper.state.service
+    assert state.helper is not None
+    helped_client = TestClient(with_helper)
+    ids = [*customers["customer_id"].astype(str).head(300), "nobody"]
+    # an event after the helper was forked: its customer, in the helper's half, must see it
+    late = str(customers.head(300)[customers.head(300)["email_consent"]]["customer_id"].iloc[-1])
+    assert ids.index(late) >= len(ids) // 2
+    cart = {
+        "event_id": f"late-cart-{late}",
+        "customer_id": late,
+        "type": "add_to_cart",
+        "occurred_at": (pd.Timestamp.now("UTC") - pd.Timedelta(hours=6)).isoformat(),
+        "product_id": "p00002",
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert (
+        helped_client.post("/v1/events", json={"events": [cart]}, headers=auth).json()["accepted"]
+        == 1
+    )
+    body = {"customer_ids": ids, "template": "cart_reminder", "campaign": "split", "now": NOW}
+    helped = helped_client.post("/v1/decide", json=body).json()["results"]
+    decision = next(r for r in helped if r["customer_id"] == late)
+    assert "cart_abandoner" in decision["segments"]
+    assert "unknown customer" in helped[-1]["error"]
+    # the same answers as one process alone (built after the event, so it knows it too)
+    alone = TestClient(create_app(Settings(home=home), load="now")).post("/v1/decide", json=body)
+    assert helped == alone.json()["results"]
+    state.helper.close()

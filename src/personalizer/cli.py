@@ -738,8 +738,9 @@ def serve(
 
         from personalizer.api.app import create_app
 
+        cores = len(os.sched_getaffinity(0))
         uvicorn.run(
-            create_app(settings, load="background"),
+            create_app(settings, load="background", batch_helper=cores >= 2),
             host=host,
             port=port,
             log_level="warning",

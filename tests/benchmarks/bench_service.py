@@ -61,18 +61,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (BentoML runs a worker process)."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
+def memory_mb(pid: int) -> tuple[float, float, int]:
+    """RSS and PSS summed over a process and its children (BentoML's worker, the batch helper).
+
+    RSS counts the pages the helper shares with the service (copy on write) twice; PSS splits
+    each shared page between the processes sharing it, so its sum is the memory really used.
+    """
+    rss = pss = 0.0
+    processes = [pid, *children(pid)]
+    for p in processes:
         try:
-            with open(f"/proc/{p}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
+            with open(f"/proc/{p}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) / 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) / 1024
         except FileNotFoundError:
             continue
-    return total
+    return rss, pss, len(processes)
 
 
 def children(pid: int) -> list[int]:
@@ -236,7 +243,7 @@ def measure_service(
                 assert len(response.json()["results"]) == len(batch)
                 rates.append(len(batch) / took)
         out["batch_per_s"] = statistics.median(rates)
-        out["rss_mb"] = rss_mb(process.pid)
+        out["rss_mb"], out["pss_mb"], out["processes"] = memory_mb(process.pid)
         return out
     finally:
         stop(process)
@@ -279,8 +286,9 @@ def main() -> int:
         for server in servers:
             result = measure_service(server, home, ids, args.seconds, work)
             print(
-                f"personalizer serve --server {server}: ready in {result['startup_s']:.1f} s, "
-                f"RSS {result['rss_mb']:,.0f} MB after the run"
+                f"personalizer serve --server {server}: ready in {result['startup_s']:.1f} s; "
+                f"after the run {result['processes']} processes, RSS {result['rss_mb']:,.0f} MB, "
+                f"PSS {result['pss_mb']:,.0f} MB (shared pages counted once)"
             )
             for name in ("recommend", "decide (retry)", "decide (fresh)"):
                 r = result[name]
