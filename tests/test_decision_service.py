@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -513,3 +515,35 @@ def test_a_helper_process_computes_half_of_a_large_batch_with_the_same_answers(
     alone = TestClient(create_app(Settings(home=home), load="now")).post("/v1/decide", json=body)
     assert helped == alone.json()["results"]
     state.helper.close()
+
+
+def test_the_helper_process_ends_when_the_service_is_killed(home: Path) -> None:
+    code = (
+        "import os, sys, time\n"
+        "from personalizer.api.app import create_app\n"
+        "from personalizer.config import Settings\n"
+        f"create_app(Settings(home={str(home)!r}), load='now', batch_helper=True)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    service = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(service.stdout.readline())  # type: ignore[union-attr]
+        helpers = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        kids = [int(k) for k in helpers.stdout.split()]
+        assert kids, "no helper process was forked"
+    finally:
+        service.kill()  # SIGKILL: no atexit, no executor shutdown
+        service.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(_running(k) for k in kids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

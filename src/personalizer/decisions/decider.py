@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import itertools
 import multiprocessing
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -516,6 +517,23 @@ def _helper_decide(
     ]
 
 
+def _die_with_parent() -> None:
+    """In the helper: end with the service, however it ends (SIGKILL included).
+
+    The helper holds nothing to clean up, so Linux kills it outright when its parent dies
+    (PR_SET_PDEATHSIG). The signal handlers inherited from the server (uvicorn's, which only set
+    a flag of a server that does not run here) go back to the defaults, so `kill` ends it too.
+    """
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the executor's own shutdown has to do
+        pass
+
+
 class BatchHelper:
     """A process forked from the serving process, sharing its snapshot pages (copy on write),
     that computes half of each large batch of decisions.
@@ -529,7 +547,9 @@ class BatchHelper:
         self.min_batch = min_batch
         _HELPER_DECIDER = decider
         context = multiprocessing.get_context("fork")
-        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_die_with_parent
+        )
         self._pool.submit(int).result()  # fork now, while this snapshot is the one installed
 
     def submit(
