@@ -251,6 +251,18 @@ def test_a_reload_picks_up_a_new_champion_without_a_restart(
     client = TestClient(app)
     before = client.get("/readyz").json()["models"]["categories"]
     assert not before["loaded"]
+    cid = consenting_buyer(customers)
+    retried = {"customer_id": cid, "template": "win_back", "campaign": "reload", "now": NOW}
+    given = client.post("/v1/decide", json=retried).json()
+    cart = {
+        "event_id": f"reload-cart-{cid}",
+        "customer_id": cid,
+        "type": "add_to_cart",
+        "occurred_at": (pd.Timestamp.now("UTC") - pd.Timedelta(hours=5)).isoformat(),
+        "product_id": "p00003",
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/events", json={"events": [cart]}, headers=auth).status_code == 200
     invoke(home, "train", "categories")
     assert client.post("/v1/reload").status_code == 401
     response = client.post("/v1/reload", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -258,8 +270,10 @@ def test_a_reload_picks_up_a_new_champion_without_a_restart(
     after = client.get("/readyz").json()["models"]["categories"]
     assert after["loaded"]
     assert after["version"] == "1"
-    # the events stored before the reload still count (the cart of the events test)
-    cid = consenting_buyer(customers)
+    # a renderer retrying across the reload gets the decision it was given
+    assert client.post("/v1/decide", json=retried).json() == given
+    assert given["model_versions"]["categories"] is None
+    # the events stored before the reload still count
     segments = client.post("/v1/segments", json={"customer_id": cid}).json()["segments"]
     assert "cart_abandoner" in segments
 

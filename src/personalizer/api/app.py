@@ -130,7 +130,7 @@ class ServiceState:
         else:
             self.decider.swap(snapshot)
             assert self.preview is not None
-            self.preview.swap(snapshot)
+            self.preview.swap(snapshot, keep_decisions=False)
         self.degraded.set(len(snapshot.degraded))
         # The snapshot is millions of long-lived objects: move them out of the collector's
         # sight, and collect the young generation less often, or full collections scanning

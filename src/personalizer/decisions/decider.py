@@ -107,12 +107,18 @@ class Decider:
         self._blocks: dict[tuple[frozenset[str], frozenset[str]], dict[str, SelectedBlock]] = {}
         self._describe(snapshot)
 
-    def swap(self, snapshot: Snapshot) -> None:
-        """Serve from `snapshot` from now on; decisions cached from the old one are dropped."""
+    def swap(self, snapshot: Snapshot, *, keep_decisions: bool = True) -> None:
+        """Serve from `snapshot` from now on.
+
+        Decisions already made stay in the cache by default, so a renderer retrying across a
+        reload gets the decision it was given (new ones use the new snapshot); previews, which
+        should show the new models at once, drop them.
+        """
         with self._lock:
             self.snapshot = snapshot
             self._describe(snapshot)
-            self._cache.clear()
+            if not keep_decisions:
+                self._cache.clear()
 
     def _describe(self, snapshot: Snapshot) -> None:
         # What every decision repeats about the snapshot, computed once per snapshot.
