@@ -69,6 +69,18 @@ def customers(home: Path) -> pd.DataFrame:
         )
 
 
+def cart_event(event_id: str, customer_id: str, product_id: str) -> dict[str, str]:
+    """An add_to_cart five hours ago: past the cart abandoners' 4-hour delay, with no purchase."""
+    occurred = pd.Timestamp.now("UTC") - pd.Timedelta(hours=5)
+    return {
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "type": "add_to_cart",
+        "occurred_at": occurred.isoformat(),
+        "product_id": product_id,
+    }
+
+
 def consenting_buyer(customers: pd.DataFrame) -> str:
     chosen = customers[customers["email_consent"] & (customers["lines"] > 3)]
     return str(chosen["customer_id"].iloc[0])
@@ -207,14 +219,7 @@ def test_events_need_the_token_and_update_memberships_at_once(
     client: TestClient, customers: pd.DataFrame
 ) -> None:
     cid = consenting_buyer(customers)
-    five_hours_ago = (pd.Timestamp.now("UTC") - pd.Timedelta(hours=5)).isoformat()
-    cart = {
-        "event_id": f"cart-{cid}",
-        "customer_id": cid,
-        "type": "add_to_cart",
-        "occurred_at": five_hours_ago,
-        "product_id": "p00001",
-    }
+    cart = cart_event(f"cart-{cid}", cid, "p00001")
     assert client.post("/v1/events", json={"events": [cart]}).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert client.post("/v1/events", json={"events": [cart]}, headers=wrong).status_code == 401
@@ -254,13 +259,7 @@ def test_a_reload_picks_up_a_new_champion_without_a_restart(
     cid = consenting_buyer(customers)
     retried = {"customer_id": cid, "template": "win_back", "campaign": "reload", "now": NOW}
     given = client.post("/v1/decide", json=retried).json()
-    cart = {
-        "event_id": f"reload-cart-{cid}",
-        "customer_id": cid,
-        "type": "add_to_cart",
-        "occurred_at": (pd.Timestamp.now("UTC") - pd.Timedelta(hours=5)).isoformat(),
-        "product_id": "p00003",
-    }
+    cart = cart_event(f"reload-cart-{cid}", cid, "p00003")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.post("/v1/events", json={"events": [cart]}, headers=auth).status_code == 200
     invoke(home, "train", "categories")
@@ -508,13 +507,7 @@ def test_a_helper_process_computes_half_of_a_large_batch_with_the_same_answers(
     # an event after the helper was forked: its customer, in the helper's half, must see it
     late = str(customers.head(300)[customers.head(300)["email_consent"]]["customer_id"].iloc[-1])
     assert ids.index(late) >= len(ids) // 2
-    cart = {
-        "event_id": f"late-cart-{late}",
-        "customer_id": late,
-        "type": "add_to_cart",
-        "occurred_at": (pd.Timestamp.now("UTC") - pd.Timedelta(hours=6)).isoformat(),
-        "product_id": "p00002",
-    }
+    cart = cart_event(f"late-cart-{late}", late, "p00002")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert (
         helped_client.post("/v1/events", json={"events": [cart]}, headers=auth).json()["accepted"]
