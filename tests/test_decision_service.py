@@ -7,7 +7,9 @@ service runs degraded for them and must say so.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -244,7 +247,7 @@ def test_readyz_lists_models_versions_and_what_is_degraded(client: TestClient) -
     assert models["recommender"]["version"] == "1"
     assert not models["engagement"]["loaded"]
     assert any(part.startswith("engagement") for part in ready["degraded"])
-    assert client.get("/v1/healthz").json() == {"status": "ok"}
+    assert client.get("/v1/healthz").json()["status"] == "ok"
     metrics = client.get("/metrics").text
     assert 'personalizer_requests_total{route="readyz",status="200"}' in metrics
 
@@ -529,7 +532,12 @@ def test_the_helper_process_ends_when_the_service_is_killed(home: Path) -> None:
         "import os, sys, time\n"
         "from personalizer.api.app import create_app\n"
         "from personalizer.config import Settings\n"
-        f"create_app(Settings(home={str(home)!r}), load='now', batch_helper=True)\n"
+        # as `personalizer serve` does: the snapshot (and the helper) made in a thread that ends
+        f"app = create_app(Settings(home={str(home)!r}), load='background', batch_helper=True)\n"
+        "state = app.state.service\n"
+        "while state.helper is None:\n"
+        "    time.sleep(0.1)\n"
+        "time.sleep(1)\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(120)\n"
     )
@@ -537,8 +545,8 @@ def test_the_helper_process_ends_when_the_service_is_killed(home: Path) -> None:
     try:
         pid = int(service.stdout.readline())  # type: ignore[union-attr]
         helpers = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        kids = [int(k) for k in helpers.stdout.split()]
-        assert kids, "no helper process was forked"
+        kids = [int(k) for k in helpers.stdout.split() if _running(int(k))]
+        assert kids, "no helper process alive (forked, and still there once the thread ended)"
     finally:
         service.kill()  # SIGKILL: no atexit, no executor shutdown
         service.wait()
@@ -554,3 +562,108 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+# ------------------------------------------------------------------------- forked workers
+@pytest.fixture(scope="module")
+def workers(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`personalizer serve --workers 2` on a real port: a master and two forked workers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PERSONALIZER_API_TOKEN": TOKEN, "PERSONALIZER_RELOAD_SECONDS": "0"}
+    command = [sys.executable, "-m", "personalizer", "serve", "--workers", "2"]
+    master = subprocess.Popen(
+        [*command, "--port", str(port), "--home", str(home)], env=env, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        master.kill()
+        pytest.fail("the workers never became ready")
+    yield base, master
+    if master.poll() is None:
+        master.kill()
+        master.wait()
+
+
+def worker_pids(master: subprocess.Popen[bytes]) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def answered_by(base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """One new connection: the pid of the worker that took it, and its answer to `body`."""
+    with httpx.Client(base_url=base, timeout=10) as conn:
+        pid = conn.get("/healthz").json()["pid"]
+        return pid, conn.post(path, json=body).json()
+
+
+def test_workers_share_the_snapshot_and_see_each_others_events(
+    workers: tuple[str, subprocess.Popen[bytes]], customers: pd.DataFrame
+) -> None:
+    base, master = workers
+    pids = worker_pids(master)
+    assert len(pids) >= 2  # two workers (and, on two cores, their batch helpers below them)
+    chosen = customers[customers["email_consent"] & (customers["lines"] > 3)]
+    cid = str(chosen["customer_id"].iloc[5])
+    before = [answered_by(base, "/v1/segments", {"customer_id": cid}) for _ in range(3)]
+    assert all("cart_abandoner" not in answer["segments"] for _, answer in before)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    cart = cart_event(f"workers-cart-{cid}", cid, "p00003")
+    posted = httpx.post(base + "/v1/events", json={"events": [cart]}, headers=auth, timeout=30)
+    assert posted.json()["accepted"] == 1
+    seen: set[int] = set()
+    for _ in range(40):  # new connections land on either worker
+        pid, answer = answered_by(base, "/v1/segments", {"customer_id": cid})
+        assert "cart_abandoner" in answer["segments"], pid
+        seen.add(pid)
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, "every connection went to one worker"
+
+
+def test_a_dead_worker_is_replaced_and_a_reload_replaces_them_all(
+    workers: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    base, master = workers
+    serving = {httpx.get(base + "/healthz", timeout=10).json()["pid"] for _ in range(20)}
+    victim = next(iter(serving))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        victim in worker_pids(master) or len(worker_pids(master) - {victim}) < len(serving)
+    ):
+        time.sleep(0.2)
+    assert httpx.get(base + "/readyz", timeout=10).status_code == 200
+    before = worker_pids(master)
+    assert victim not in before
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(base + "/v1/reload", timeout=10).status_code == 401
+    response = httpx.post(base + "/v1/reload", headers=auth, timeout=10)
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker_pids(master) & before:
+        time.sleep(0.5)
+    assert not worker_pids(master) & before, "the old workers are still there"
+    assert httpx.get(base + "/readyz", timeout=10).json()["ready"] is True
+
+
+def test_stopping_the_master_stops_every_worker(
+    workers: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    _, master = workers
+    pids = worker_pids(master)
+    assert pids
+    master.send_signal(signal.SIGTERM)
+    master.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from personalizer import __version__
 from personalizer.config import Settings
+from personalizer.experiments.cli import app as experiments_app
+from personalizer.report.cli import report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(models_app, name="models")
+app.add_typer(experiments_app, name="experiments")
+app.command("report")(report)
 
 # Tables are wide; off a terminal (CI logs, pipes) rich would assume 80 columns and truncate them.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -721,6 +725,15 @@ def serve(
             "bentoml: the same app mounted in the BentoML service (bentoml serve).",
         ),
     ] = "uvicorn",
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="uvicorn worker processes, forked after the models are loaded so they share "
+            "them (0: one per core).",
+            min=0,
+            max=64,
+        ),
+    ] = 1,
     home: HomeOption = None,
 ) -> None:
     """Serve the decision service: decide, recommend, segments, send time, scores, events, preview."""
@@ -733,12 +746,17 @@ def serve(
     )
     if not os.environ.get("PERSONALIZER_API_TOKEN"):
         console.print("PERSONALIZER_API_TOKEN is not set: /v1/events and /v1/reload refuse writes")
-    if server == "uvicorn":
+    cores = len(os.sched_getaffinity(0))
+    workers = workers or cores
+    if server == "uvicorn" and workers > 1:
+        from personalizer.api.workers import serve_workers
+
+        serve_workers(settings, host, port, workers, batch_helper=cores >= 2)
+    elif server == "uvicorn":
         import uvicorn
 
         from personalizer.api.app import create_app
 
-        cores = len(os.sched_getaffinity(0))
         uvicorn.run(
             create_app(settings, load="background", batch_helper=cores >= 2),
             host=host,

@@ -38,6 +38,7 @@ import httpx
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_BATCH_PER_S = 5_000.0
+DEFAULT_WORKERS = min(len(os.sched_getaffinity(0)), 2)  # what `serve --workers 0` picks here
 FLOOR_APP = textwrap.dedent(
     """
     import uvicorn
@@ -187,13 +188,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def measure_service(
-    server: str, home: Path, ids: list[str], seconds: int, work: Path
+    server: str, home: Path, ids: list[str], seconds: int, work: Path, workers: int = 1
 ) -> dict[str, Any]:
     port = free_port()
     env = {**os.environ, "PERSONALIZER_HOME": str(home), "PERSONALIZER_RELOAD_SECONDS": "0"}
     env.setdefault("PERSONALIZER_THREADS", "1")
     command = [sys.executable, "-m", "personalizer", "serve", "--port", str(port)]
-    command += ["--server", server, "--home", str(home)]
+    command += ["--server", server, "--home", str(home), "--workers", str(workers)]
     process = start(command, env)
     base = f"http://127.0.0.1:{port}"
     ready = "/readyz" if server == "uvicorn" else "/v1/readyz"
@@ -282,31 +283,41 @@ def main() -> int:
             f"floor (bare Starlette, 1 uvicorn worker, wrk 32 connections): {floor['rps']:,.0f} "
             f"requests/s, p99 {floor['p99_ms']:.1f} ms"
         )
-        servers = ["uvicorn"] if args.skip_bentoml else ["uvicorn", "bentoml"]
-        for server in servers:
-            result = measure_service(server, home, ids, args.seconds, work)
+        runs = [("uvicorn", 1), ("uvicorn", 2)] + ([] if args.skip_bentoml else [("bentoml", 1)])
+        results = {}
+        for server, workers in runs:
+            result = results[server, workers] = measure_service(
+                server, home, ids, args.seconds, work, workers
+            )
             print(
-                f"personalizer serve --server {server}: ready in {result['startup_s']:.1f} s; "
-                f"after the run {result['processes']} processes, RSS {result['rss_mb']:,.0f} MB, "
-                f"PSS {result['pss_mb']:,.0f} MB (shared pages counted once)"
+                f"personalizer serve --server {server} --workers {workers}: ready in "
+                f"{result['startup_s']:.1f} s; after the run {result['processes']} processes, "
+                f"RSS {result['rss_mb']:,.0f} MB, PSS {result['pss_mb']:,.0f} MB "
+                "(shared pages counted once)"
             )
             for name in ("recommend", "decide (retry)", "decide (fresh)"):
                 r = result[name]
-                ratio = r["rps"] / floor["rps"]
                 print(
-                    f"  {name:15s} {r['rps']:8,.0f} requests/s = {ratio:5.1%} of the floor; "
-                    f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; non-2xx {r['non_2xx']}"
+                    f"  {name:15s} {r['rps']:8,.0f} requests/s = {r['rps'] / floor['rps']:5.1%} "
+                    f"of the floor; p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; "
+                    f"non-2xx {r['non_2xx']}"
                 )
-                if server == "uvicorn" and name != "decide (fresh)":
-                    ok &= ratio >= TARGET_RATIO and r["non_2xx"] == 0
-                if server == "uvicorn" and name.startswith("decide"):
-                    ok &= r["p99_ms"] <= TARGET_P99_MS
             print(
                 f"  batch decide, 1,000 customers per call: {result['batch_per_s']:,.0f} "
                 f"decisions/s (median of 5; target {TARGET_BATCH_PER_S:,.0f})"
             )
-            if server == "uvicorn":
-                ok &= result["batch_per_s"] >= TARGET_BATCH_PER_S
+        # the targets hold for the default of `personalizer serve` on this machine
+        default = ("uvicorn", DEFAULT_WORKERS)
+        for name in ("recommend", "decide (retry)", "decide (fresh)"):
+            r = results[default][name]
+            ok &= r["rps"] / floor["rps"] >= TARGET_RATIO and r["non_2xx"] == 0
+            if name.startswith("decide"):
+                ok &= r["p99_ms"] <= TARGET_P99_MS
+        ok &= results[default]["batch_per_s"] >= TARGET_BATCH_PER_S
+        print(
+            f"targets checked on `personalizer serve` (uvicorn, {DEFAULT_WORKERS} workers): "
+            + ("met" if ok else "NOT met")
+        )
     return 0 if ok else 1
 
 

@@ -90,6 +90,11 @@ class ServiceState:
     load_error: str | None = None
     last_seq: int = 0
     reloads: int = 0
+    # Forked workers (workers.py): others write to the event store too, so follow its files;
+    # and a reload is the master's job.
+    shared_store: bool = False
+    reload_hook: Callable[[], None] | None = None
+    store_token: tuple[int, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -139,13 +144,19 @@ class ServiceState:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         if self.batch_helper:
-            old, self.helper = self.helper, None
-            if old is not None:
-                old.close()
-            try:
-                self.helper = BatchHelper(self.decider)
-            except OSError as exc:  # no fork here: batches use one core
-                log.warning("no batch helper process: %s", exc)
+            self.start_helper()
+
+    def start_helper(self) -> None:
+        """Fork the batch helper (a new one for each snapshot)."""
+        old, self.helper = self.helper, None
+        if old is not None:
+            old.close()
+        if self.decider is None:
+            return
+        try:
+            self.helper = BatchHelper(self.decider)
+        except OSError as exc:  # no fork here: batches use one core
+            log.warning("no batch helper process: %s", exc)
 
     def load(self, as_of: pd.Timestamp | None = None) -> None:
         """Build a snapshot from the current champions and serve it; errors are kept, not raised."""
@@ -192,6 +203,28 @@ class ServiceState:
         with self.lock, open_event_store(self.settings) as store:
             changes, self.last_seq = follow(store, decider.snapshot.updater, self.last_seq)
         return {"changes": len(changes)}
+
+    def sync(self) -> None:
+        """With `shared_store`: catch up when the event store's files changed since last time.
+
+        A stat of the database and its write-ahead log (a few µs) on each request, so an event
+        taken by another worker counts in the next answer of this one.
+        """
+        if not self.shared_store:
+            return
+        from personalizer.data.event_store import store_path
+
+        path = store_path(self.settings)
+        token: tuple[int, ...] = ()
+        for name in (path, path.with_name(path.name + "-wal")):
+            try:
+                info = os.stat(name)
+            except FileNotFoundError:
+                continue
+            token += (info.st_mtime_ns, info.st_size, info.st_ino)
+        if token != self.store_token:
+            self.catch_up()
+            self.store_token = token
 
     def versions(self) -> dict[str, str | None]:
         return {} if self.decider is None else self.decider.snapshot.versions()
@@ -252,6 +285,7 @@ async def _body(request: Request, model: type[schemas._Body]) -> Any:
 def _decider(state: ServiceState) -> Decider:
     if state.decider is None:
         raise ApiError(503, "the service is loading its models; retry shortly")
+    state.sync()
     return state.decider
 
 
@@ -394,6 +428,9 @@ async def events(request: Request, state: ServiceState) -> Any:
 
 async def reload(request: Request, state: ServiceState) -> Any:
     _authorise(request, state)
+    if state.reload_hook is not None:  # a forked worker: the master reloads and replaces us
+        state.reload_hook()
+        return JSON({"reloading": True, "models": state.versions()}, status_code=202)
     if state.loading:
         raise ApiError(409, "a reload is already running")
     await run_in_threadpool(state.load)
@@ -405,7 +442,7 @@ async def reload(request: Request, state: ServiceState) -> Any:
 
 
 async def healthz(request: Request, state: ServiceState) -> Any:
-    return {"status": "ok"}
+    return {"status": "ok", "pid": os.getpid()}  # which worker answered (`serve --workers`)
 
 
 async def readyz(request: Request, state: ServiceState) -> Any:
@@ -540,23 +577,30 @@ def _watch(state: ServiceState) -> None:
         return
 
     def loop() -> None:
-        from personalizer import tracking
-
         while True:
             time.sleep(seconds)
-            if state.loading or state.decider is None:
-                continue
-            current = state.versions()
-            latest: dict[str, str | None] = {}
-            for name in current:
-                if name == "segments":
-                    continue
-                try:
-                    latest[name] = str(tracking.champion_version(state.settings, name).version)
-                except Exception:  # no champion, or a registry that cannot be read
-                    latest[name] = current.get(name)
-            if any(latest[n] != current.get(n) for n in latest):
-                log.info("a champion changed (%s → %s): reloading", current, latest)
+            if not state.loading and champions_changed(state):
                 state.load()
 
     threading.Thread(target=loop, name="champion-watch", daemon=True).start()
+
+
+def champions_changed(state: ServiceState) -> bool:
+    """Whether a registered champion differs from the one the snapshot serves."""
+    from personalizer import tracking
+
+    if state.decider is None:
+        return False
+    current = state.versions()
+    latest: dict[str, str | None] = {}
+    for name in current:
+        if name == "segments":
+            continue
+        try:
+            latest[name] = str(tracking.champion_version(state.settings, name).version)
+        except Exception:  # no champion, or a registry that cannot be read
+            latest[name] = current.get(name)
+    changed = any(latest[n] != current.get(n) for n in latest)
+    if changed:
+        log.info("a champion changed (%s → %s): reloading", current, latest)
+    return changed

@@ -20,8 +20,10 @@ import hashlib
 import hmac
 import itertools
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -523,21 +525,25 @@ def _helper_decide(
     ]
 
 
-def _die_with_parent() -> None:
-    """In the helper: end with the service, however it ends (SIGKILL included).
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """In a forked process: end with the parent, however it ends (SIGKILL included).
 
-    The helper holds nothing to clean up, so Linux kills it outright when its parent dies
-    (PR_SET_PDEATHSIG). The signal handlers inherited from the server (uvicorn's, which only set
-    a flag of a server that does not run here) go back to the defaults, so `kill` ends it too.
+    A thread of the child watches its parent id and sends the child `signum` when the parent is
+    gone (it was re-parented). Not PR_SET_PDEATHSIG: that fires when the *thread* that forked
+    dies, and the batch helper is forked by the thread that built the snapshot, which ends.
+    The signal handlers inherited from the server (uvicorn's, which only set a flag of a server
+    that does not run here) go back to the defaults, so `kill` ends it too.
     """
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_DFL)
-    try:
-        import ctypes
+    parent = os.getppid()
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the executor's own shutdown has to do
-        pass
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class BatchHelper:
@@ -554,7 +560,7 @@ class BatchHelper:
         _HELPER_DECIDER = decider
         context = multiprocessing.get_context("fork")
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=context, initializer=_die_with_parent
+            max_workers=1, mp_context=context, initializer=die_with_parent
         )
         self._pool.submit(int).result()  # fork now, while this snapshot is the one installed
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Environment, Template, meta
+from jinja2 import Environment, Template, meta, nodes
+from jinja2.runtime import Context
+from jinja2.utils import missing, pass_context
 from markupsafe import Markup, escape
 
 from personalizer.render.blocks import (
@@ -47,6 +49,8 @@ from personalizer.render.inlining import canonical_html, inliner
 
 PARTS = ("subject", "html", "text")
 BLOCK_CACHE = 10_000  # rendered blocks kept, by block and the context values it reads
+CARD_CACHE = 50_000  # rendered product cards kept, by the values each reads
+CARD = "partials/product_card"
 _SUFFIX = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
@@ -94,6 +98,9 @@ class Renderer:
         self._names: list[str] | None = None
         self._block_names: dict[str, tuple[str, ...]] = {}
         self._block_cache: dict[tuple[str, ...], tuple[Markup, str]] = {}
+        self._card_reads: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {}
+        self._card_cache: dict[tuple[Any, ...], str] = {}
+        self.env.filters["card"] = self._product_card
 
     def templates(self) -> list[str]:
         """Names of the emails that have all three parts (`<name>.subject/html/txt.j2`).
@@ -235,6 +242,57 @@ class Renderer:
             names = tuple(sorted((found | {"campaign", "template"}) - {"slot", "params"}))
             self._block_names[path] = names
         return tuple(repr(values.get(name)) for name in names)
+
+    @pass_context
+    def _product_card(self, context: Context, product: Any, slot: Any, position: Any) -> str:
+        """`partials/product_card.(html|txt).j2` for one product, the part of the calling template.
+
+        A card is kept by what its template reads: the product's fields named in it, the
+        context variables it uses, and its slot and position. A product block differs from one
+        customer to the next, its cards mostly do not (the same best sellers, the same slot).
+        """
+        text = bool(context.name) and str(context.name).endswith(".txt.j2")
+        name = CARD + (".txt.j2" if text else ".html.j2")
+        names, fields = self._card_inputs(name)
+        scope = {n: v for n in names if (v := context.resolve_or_missing(n)) is not missing}
+        if fields is not None and type(product) is dict:
+            product_key: Any = tuple(product.get(f) for f in fields)
+        else:  # the card uses the product whole: keep it by all it holds
+            product_key = repr(product)
+        key = (name, product_key, slot, position, *(repr(scope.get(n)) for n in names))
+        cached = self._card_cache.get(key)
+        if cached is None:
+            scope = {**self.env.globals, **scope, "product": product}
+            scope.update(slot=slot, position=position)
+            cached = self._render(name, scope)
+            cached = cached.strip("\n") if text else Markup(cached.strip("\n"))
+            if len(self._card_cache) >= CARD_CACHE:
+                self._card_cache.clear()
+            self._card_cache[key] = cached
+        return cached
+
+    def _card_inputs(self, name: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+        """The context variables a card template reads and the product fields it names (None:
+        it uses `product` otherwise than by `product.field`, so all of it counts)."""
+        found = self._card_reads.get(name)
+        if found is None:
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+            tree = self.env.parse(source)
+            names = meta.find_undeclared_variables(tree) - {"product", "slot", "position"}
+            # `track` reads the campaign and the template from the context itself
+            names |= {"campaign", "template"}
+            uses = sum(
+                1 for n in tree.find_all(nodes.Name) if n.name == "product" and n.ctx == "load"
+            )
+            reads = [
+                n.attr
+                for n in tree.find_all(nodes.Getattr)
+                if isinstance(n.node, nodes.Name) and n.node.name == "product"
+            ]
+            fields = tuple(sorted(set(reads))) if uses == len(reads) else None
+            found = (tuple(sorted(names)), fields)
+            self._card_reads[name] = found
+        return found
 
     def _template(self, name: str, required: bool = True) -> Template | None:
         if name not in self._templates:
