@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,19 +231,22 @@ def test_without_given_results_the_experiments_are_analysed_from_the_tagged_send
     assert "subject · converted" in page
 
 
-def test_the_optional_sources_are_read_only_when_their_module_provides_them(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings
-) -> None:
-    monkeypatch.setattr(sources, "QUEUE_READER", ("personalizer._no_such_module", "read_queue"))
-    assert sources.load_queue(settings) is None
-    fake = types.ModuleType("personalizer_fake_journeys")
-    queue = pd.DataFrame({"customer_id": ["a"], "flow": ["f"], "step": ["1"]})
-    fake.read_queue = lambda settings: queue  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "personalizer_fake_journeys", fake)
-    monkeypatch.setattr(sources, "QUEUE_READER", ("personalizer_fake_journeys", "read_queue"))
-    assert sources.load_queue(settings)["flow"].tolist() == ["f"]  # type: ignore[index]
-    monkeypatch.setattr(sources, "QUEUE_READER", ("personalizer_fake_journeys", "missing"))
-    assert sources.load_queue(settings) is None
+def test_the_queue_is_read_once_journeys_have_run(settings: Settings) -> None:
+    from personalizer.journeys.runs import run_journeys
+
+    assert sources.load_queue(settings) is None  # nothing run, nothing created
+    assert not (settings.home / "journeys").exists()
+    run_journeys(settings, pd.Timestamp("2026-01-01"))
+    queue = sources.load_queue(settings)
+    assert queue is not None
+    assert list(queue.columns[:6]) == [
+        "customer_id",
+        "flow",
+        "step",
+        "template",
+        "send_at",
+        "decision_id",
+    ]
 
 
 def open_in_browser(path: Path, shot: Path, expected_charts: int) -> None:

@@ -3,9 +3,12 @@
 Python renders one email at a time per process, so a second core needs a second process. Each
 worker would otherwise build its own snapshot (seconds of work and hundreds of MB each); here the
 master builds it once, freezes it out of the garbage collector's sight (`ServiceState.install`)
-and forks the workers, which share its pages copy-on-write. They all accept on one listening
-socket, bound with TCP_NODELAY: without it, small answers on a socket passed to uvicorn wait for
-delayed ACKs (about 40 ms each, the ten-times-slower "two workers" of PERFORMANCE.md).
+and forks the workers, which share its pages copy-on-write. Each worker accepts on a socket of
+its own, all bound to the port with SO_REUSEPORT, so the kernel spreads the connections evenly
+(on one shared socket, the first worker to wake took all 32 connections of a benchmark and the
+other idled). The sockets have TCP_NODELAY: without it, small answers on a socket passed to
+uvicorn wait for delayed ACKs (about 40 ms each, the ten-times-slower "two workers" of
+PERFORMANCE.md). The master keeps every socket open, so a replaced worker loses no connection.
 
 - Events: a worker taking `/v1/events` applies them at once; the others notice the event store
   changed (a stat of its files on each request) and catch up before answering.
@@ -37,10 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The shared listening socket; accepted connections inherit TCP_NODELAY."""
+    """A listening socket sharing `port` (SO_REUSEPORT); accepted connections inherit TCP_NODELAY."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(backlog)
@@ -58,7 +62,8 @@ class Master:
     workers: int
     batch_helper: bool = False
     app: Starlette | None = None
-    pids: dict[int, int] = field(default_factory=dict)  # worker pid → generation
+    pids: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid → generation, slot
+    socks: list[socket.socket] = field(default_factory=list)  # one a worker slot
     generation: int = 0
     stopping: bool = False
     reload_requested: bool = False
@@ -66,26 +71,27 @@ class Master:
     def run(self) -> None:
         """Build, fork, and supervise until SIGTERM or SIGINT."""
         self.app = self._build()
-        sock = listen(self.host, self.port)
+        self.socks = [listen(self.host, self.port) for _ in range(self.workers)]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
-        self._fork_all(sock)
+        self._fork_all()
         seconds = float(os.environ.get(RELOAD_ENV, "60") or 0)
         checked = time.monotonic()
         try:
             while not self.stopping:
                 time.sleep(0.2)
-                self._reap(sock)
+                self._reap()
                 due = seconds > 0 and time.monotonic() - checked >= seconds
                 if due:
                     checked = time.monotonic()
                 if self.reload_requested or (due and champions_changed(self._state())):
                     self.reload_requested = False
-                    self._replace(sock)
+                    self._replace()
         finally:
             self._terminate(list(self.pids))
-            sock.close()
+            for sock in self.socks:
+                sock.close()
 
     def _state(self) -> Any:
         assert self.app is not None
@@ -102,26 +108,29 @@ class Master:
     def _ask_reload(self) -> None:  # runs in a worker: the master does the work
         os.kill(self._master_pid, signal.SIGHUP)
 
-    def _fork_all(self, sock: socket.socket) -> None:
+    def _fork_all(self) -> None:
         self._master_pid = os.getpid()
-        for _ in range(self.workers):
-            self._fork(sock)
+        for slot in range(self.workers):
+            self._fork(slot)
 
-    def _fork(self, sock: socket.socket) -> None:
+    def _fork(self, slot: int) -> None:
         assert self.app is not None
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                _work(self.app, sock, self.batch_helper)
+                for i, other in enumerate(self.socks):
+                    if i != slot:
+                        other.close()
+                _work(self.app, self.socks[slot], self.batch_helper)
             except BaseException:  # a worker never returns into the master's loop
                 log.exception("worker failed")
                 code = 1
             finally:
                 os._exit(code)
-        self.pids[pid] = self.generation
+        self.pids[pid] = (self.generation, slot)
 
-    def _reap(self, sock: socket.socket) -> None:
+    def _reap(self) -> None:
         while self.pids:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -129,12 +138,12 @@ class Master:
                 return
             if pid == 0:
                 return
-            generation = self.pids.pop(pid, None)
+            generation, slot = self.pids.pop(pid, (-1, -1))
             if generation == self.generation and not self.stopping:
                 log.warning("worker %d ended (status %d): starting another", pid, status)
-                self._fork(sock)
+                self._fork(slot)
 
-    def _replace(self, sock: socket.socket) -> None:
+    def _replace(self) -> None:
         old_app, old = self.app, list(self.pids)
         try:
             app = self._build()
@@ -148,8 +157,7 @@ class Master:
             )
             return
         self.app, self.generation = app, self.generation + 1
-        for _ in range(self.workers):
-            self._fork(sock)
+        self._fork_all()
         self._terminate(old, wait=False)
         del old_app
 

@@ -7,17 +7,14 @@
 - model versions: the MLflow registry (`tracking.list_models`) and the recommender's validation
   comparison tables (run artifacts under `mlartifacts/`);
 - segment memberships: `segments/memberships.parquet`;
-- the journeys' send queue and the experiments' results, when those packages are installed and
-  provide them (`personalizer.journeys.read_queue(settings)`,
-  `personalizer.experiments.report_results(settings)`), else None.
+- the journeys' send queue (`journeys/journeys.sqlite`), None before the first run. Experiments
+  are analysed from the sends tagged with `experiment` and `variant` (`build.analyse`).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -33,8 +30,6 @@ from personalizer.segments.store import load_history, segments_dir
 logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["event_id", "customer_id", "type", "occurred_at", "campaign_id", "properties"]
-QUEUE_READER = ("personalizer.journeys", "read_queue")
-RESULTS_READER = ("personalizer.experiments", "report_results")
 _PAGE = 50_000
 
 
@@ -72,7 +67,7 @@ def load_report_data(settings: Settings, since: pd.Timestamp | None = None) -> R
         tables=tables,
         memberships=load_memberships(settings),
         queue=load_queue(settings),
-        experiments=load_experiment_results(settings),
+        experiments=None,
     )
 
 
@@ -199,28 +194,10 @@ def load_memberships(settings: Settings) -> pd.DataFrame | None:
 
 
 def load_queue(settings: Settings) -> pd.DataFrame | None:
-    """The journeys' send queue, None when no journeys module provides `read_queue`."""
-    return _optional(QUEUE_READER, settings)
+    """The journeys' send queue, None when no journey has run in this home."""
+    from personalizer.journeys.queue import store_path
+    from personalizer.journeys.runs import read_queue
 
-
-def load_experiment_results(settings: Settings) -> pd.DataFrame | None:
-    """The experiments' results, None when no experiments module provides `report_results`."""
-    return _optional(RESULTS_READER, settings)
-
-
-def _optional(reader: tuple[str, str], settings: Settings) -> pd.DataFrame | None:
-    """Call `module.function(settings)` if the module exists and has it; None otherwise."""
-    module_name, function = reader
-    try:
-        module: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:  # the module exists but is broken: say so
-            raise
-        logger.info("%s is not installed: its report section stays empty", module_name)
+    if not store_path(settings).exists():
         return None
-    read = getattr(module, function, None)
-    if read is None:
-        logger.info("%s has no %s(): its report section stays empty", module_name, function)
-        return None
-    frame = read(settings)
-    return None if frame is None else pd.DataFrame(frame)
+    return read_queue(settings)
