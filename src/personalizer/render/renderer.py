@@ -24,8 +24,9 @@ Every email must carry the context's `unsubscribe_url`, in both parts: rendering
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,8 @@ from personalizer.render.inlining import canonical_html, inliner
 PARTS = ("subject", "html", "text")
 BLOCK_CACHE = 10_000  # rendered blocks kept, by block and the context values it reads
 CARD_CACHE = 50_000  # rendered product cards kept, by the values each reads
-CARD = "partials/product_card"
+_CARD_HTML = "partials/product_card.html.j2"
+_CARD_TEXT = "partials/product_card.txt.j2"
 _SUFFIX = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
@@ -98,7 +100,7 @@ class Renderer:
         self._names: list[str] | None = None
         self._block_names: dict[str, tuple[str, ...]] = {}
         self._block_cache: dict[tuple[str, ...], tuple[Markup, str]] = {}
-        self._card_reads: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {}
+        self._card_reads: dict[str, tuple[tuple[str, ...], Callable[[Any], Any] | None]] = {}
         self._card_cache: dict[tuple[Any, ...], str] = {}
         self.env.filters["card"] = self._product_card
 
@@ -251,29 +253,32 @@ class Renderer:
         context variables it uses, and its slot and position. A product block differs from one
         customer to the next, its cards mostly do not (the same best sellers, the same slot).
         """
-        text = bool(context.name) and str(context.name).endswith(".txt.j2")
-        name = CARD + (".txt.j2" if text else ".html.j2")
+        name = _CARD_TEXT if str(context.name).endswith(".txt.j2") else _CARD_HTML
         names, fields = self._card_inputs(name)
-        scope = {n: v for n in names if (v := context.resolve_or_missing(n)) is not missing}
-        if fields is not None and type(product) is dict:
-            product_key: Any = tuple(product.get(f) for f in fields)
-        else:  # the card uses the product whole: keep it by all it holds
+        values = tuple(map(context.resolve_or_missing, names))
+        try:
+            product_key: Any = fields(product) if fields is not None else repr(product)
+        except (KeyError, TypeError):  # not a dict holding every field read: all of it counts
             product_key = repr(product)
-        key = (name, product_key, slot, position, *(repr(scope.get(n)) for n in names))
-        cached = self._card_cache.get(key)
+        key: Any = (name, product_key, slot, position, values)
+        try:
+            cached = self._card_cache.get(key)
+        except TypeError:  # an unhashable value (a list, a mapping): keep it by its text
+            key = repr(key)
+            cached = self._card_cache.get(key)
         if cached is None:
-            scope = {**self.env.globals, **scope, "product": product}
-            scope.update(slot=slot, position=position)
-            cached = self._render(name, scope)
-            cached = cached.strip("\n") if text else Markup(cached.strip("\n"))
+            scope = {**self.env.globals, "product": product, "slot": slot, "position": position}
+            scope.update((n, v) for n, v in zip(names, values, strict=True) if v is not missing)
+            text = self._render(name, scope).strip("\n")
+            cached = text if name == _CARD_TEXT else Markup(text)
             if len(self._card_cache) >= CARD_CACHE:
                 self._card_cache.clear()
             self._card_cache[key] = cached
         return cached
 
-    def _card_inputs(self, name: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-        """The context variables a card template reads and the product fields it names (None:
-        it uses `product` otherwise than by `product.field`, so all of it counts)."""
+    def _card_inputs(self, name: str) -> tuple[tuple[str, ...], Callable[[Any], Any] | None]:
+        """The context variables a card template reads, and a getter of the product fields it
+        names (None: it uses `product` otherwise than by `product.field`, so all of it counts)."""
         found = self._card_reads.get(name)
         if found is None:
             source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
@@ -289,8 +294,10 @@ class Renderer:
                 for n in tree.find_all(nodes.Getattr)
                 if isinstance(n.node, nodes.Name) and n.node.name == "product"
             ]
-            fields = tuple(sorted(set(reads))) if uses == len(reads) else None
-            found = (tuple(sorted(names)), fields)
+            # two names at least, so the getter always returns a tuple
+            fields = sorted(set(reads) | {"product_id"})
+            getter = operator.itemgetter(*fields) if uses == len(reads) else None
+            found = (tuple(sorted(names)), getter)
             self._card_reads[name] = found
         return found
 
