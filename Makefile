@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when current
 
-demo: install ## Synthetic shop → warehouse → stats → train and score every model → segments
+demo: install ## Synthetic shop → warehouse → models → segments → journeys → report, then serve
 	$(VENV)/bin/personalizer data generate --customers $(DEMO_CUSTOMERS) --seed 42
 	$(VENV)/bin/personalizer data import $(PERSONALIZER_HOME)/synthetic
 	$(VENV)/bin/personalizer data stats
@@ -40,6 +40,9 @@ demo: install ## Synthetic shop → warehouse → stats → train and score ever
 	$(VENV)/bin/personalizer train categories
 	$(VENV)/bin/personalizer score categories --out $(PERSONALIZER_HOME)/demo_categories.parquet
 	$(VENV)/bin/personalizer segments evaluate --predictions $(PERSONALIZER_HOME)/demo_churn.parquet --predictions $(PERSONALIZER_HOME)/demo_categories.parquet
+	$(VENV)/bin/personalizer journeys replay --out $(PERSONALIZER_HOME)/demo_replay.csv
+	$(VENV)/bin/personalizer journeys run --now "$$(date -u +%Y-%m-%dT%H:%M:%S)" --out $(PERSONALIZER_HOME)/demo_queue.csv
+	$(VENV)/bin/personalizer report
 	$(MAKE) serve
 
 serve: install ## Serve the decision service on :3000 (preview page at /preview); Ctrl+C stops it

@@ -287,7 +287,7 @@ def test_win_back_at_30_60_90_days_with_growing_incentives_and_orders_restart_it
     assert list(a["step"]) == ["day30", "day60", "day90"]
     assert (a["outcome"] == "queued").all()
     assert list(a["due_at"]) == [T0 + DAY * d for d in (30, 60, 90)]
-    assert [json.loads(p)["discount_percent"] for p in a["params"]] == [0, 10, 20]
+    assert [json.loads(p)["discount_percent"] for p in a["params"]] == [10, 15, 20]
     b = decided[decided["customer_id"] == "b"]
     # day30 of the first order, then the order at day 45 restarts the clock: 75, 105, 135
     assert list(b["due_at"]) == [T0 + DAY * d for d in (30, 75, 105, 135)]

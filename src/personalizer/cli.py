@@ -731,11 +731,12 @@ def serve(
         int,
         typer.Option(
             help="uvicorn worker processes, forked after the models are loaded so they share "
-            "them (0: one per core).",
+            "them (0: one per core, at most 8). One worker answers /healthz at once and "
+            "/readyz when loaded; several start accepting once loaded.",
             min=0,
             max=64,
         ),
-    ] = 1,
+    ] = 0,
     home: HomeOption = None,
 ) -> None:
     """Serve the decision service: decide, recommend, segments, send time, scores, events, preview."""
@@ -749,7 +750,7 @@ def serve(
     if not os.environ.get("PERSONALIZER_API_TOKEN"):
         console.print("PERSONALIZER_API_TOKEN is not set: /v1/events and /v1/reload refuse writes")
     cores = len(os.sched_getaffinity(0))
-    workers = workers or cores
+    workers = workers or min(cores, 8)
     if server == "uvicorn" and workers > 1:
         from personalizer.api.workers import serve_workers
 

@@ -38,7 +38,7 @@ import httpx
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_BATCH_PER_S = 5_000.0
-DEFAULT_WORKERS = min(len(os.sched_getaffinity(0)), 2)  # what `serve --workers 0` picks here
+DEFAULT_WORKERS = min(len(os.sched_getaffinity(0)), 8)  # what `serve` picks here (--workers 0)
 FLOOR_APP = textwrap.dedent(
     """
     import uvicorn
@@ -283,7 +283,8 @@ def main() -> int:
             f"floor (bare Starlette, 1 uvicorn worker, wrk 32 connections): {floor['rps']:,.0f} "
             f"requests/s, p99 {floor['p99_ms']:.1f} ms"
         )
-        runs = [("uvicorn", 1), ("uvicorn", 2)] + ([] if args.skip_bentoml else [("bentoml", 1)])
+        counts = sorted({1, DEFAULT_WORKERS})
+        runs = [("uvicorn", n) for n in counts] + ([] if args.skip_bentoml else [("bentoml", 1)])
         results = {}
         for server, workers in runs:
             result = results[server, workers] = measure_service(
