@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import httpx
 import pandas as pd
@@ -410,6 +410,16 @@ def test_fuzzing_every_route_from_its_openapi_schema_never_gives_a_5xx(
     if "get" in operation:
         assert client.get(path).status_code < 500
         return
+    if "parameters" in operation["post"]:  # the erasure: any id, no token (one erasure below)
+
+        @settings(max_examples=30, deadline=None)
+        @given(value=st.text(min_size=1, max_size=80))
+        def check_path(value: str) -> None:
+            url = path.replace("{customer_id}", quote(value, safe=""))
+            assert client.post(url).status_code < 500
+
+        check_path()
+        return
     schema = operation["post"]["requestBody"]["content"]["application/json"]["schema"]
     known = [*customers["customer_id"].astype(str).head(20), "welcome", "vip_offer", "personal"]
     bodies = _object(schema, schema.get("$defs", {}), known) | ANY_JSON
@@ -667,3 +677,22 @@ def test_stopping_the_master_stops_every_worker(
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def test_erasing_a_customer_needs_the_token_and_removes_them_from_the_service(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    cid = str(
+        customers[customers["email_consent"] & (customers["lines"] > 3)]["customer_id"].iloc[9]
+    )
+    assert client.post("/v1/segments", json={"customer_id": cid}).status_code == 200
+    assert client.post(f"/v1/customers/{cid}/erase").status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    response = client.post(f"/v1/customers/{cid}/erase", headers=auth)
+    assert response.status_code == 200, response.text
+    assert cid not in response.text  # the answer names the pseudonym only
+    assert client.post("/v1/segments", json={"customer_id": cid}).status_code == 404
+    assert (
+        client.post("/v1/decide", json={"customer_id": cid, "template": "welcome"}).status_code
+        == 404
+    )

@@ -18,6 +18,7 @@ from personalizer import __version__
 from personalizer.config import Settings
 from personalizer.experiments.cli import app as experiments_app
 from personalizer.journeys.cli import app as journeys_app
+from personalizer.privacy.cli import app as customers_app
 from personalizer.report.cli import report
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(journeys_app, name="journeys")
+app.add_typer(customers_app, name="customers")
 app.command("report")(report)
 
 # Tables are wide; off a terminal (CI logs, pipes) rich would assume 80 columns and truncate them.

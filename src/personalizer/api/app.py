@@ -11,6 +11,7 @@ Routes (JSON bodies; one customer or `customer_ids` for a batch, see `schemas.py
     POST /v1/segments    POST /v1/send_time    POST /v1/scores
     POST /v1/events      batch ingestion (bearer token), memberships updated at once
     POST /v1/reload      rebuild the snapshot from the current champions (bearer token)
+    POST /v1/customers/{id}/erase   erase a customer everywhere (bearer token)
     GET  /healthz /readyz /metrics (also under /v1), GET /v1/openapi.json
     GET  /preview        a template rendered for sample customers of every segment
 
@@ -448,6 +449,27 @@ async def reload(request: Request, state: ServiceState) -> Any:
     return {"reloaded": True, "models": state.versions()}
 
 
+async def erase(request: Request, state: ServiceState) -> Any:
+    """Erase one customer everywhere (`privacy.erasure`), then serve a snapshot without them."""
+    _authorise(request, state)
+    customer_id = str(request.path_params["customer_id"])
+
+    def run() -> dict[str, Any]:
+        from personalizer.privacy.erasure import ErasureBlocked, erase_route_handler
+
+        try:
+            return erase_route_handler(state.settings, customer_id)
+        except ErasureBlocked as exc:
+            raise ApiError(409, str(exc)) from None
+
+    body = await run_in_threadpool(run)
+    if state.reload_hook is not None:  # a forked worker: the master reloads and replaces us
+        state.reload_hook()
+    elif not state.loading:
+        await run_in_threadpool(state.load)
+    return body
+
+
 async def healthz(request: Request, state: ServiceState) -> Any:
     return {"status": "ok", "pid": os.getpid()}  # which worker answered (`serve --workers`)
 
@@ -512,6 +534,23 @@ def openapi_schema() -> dict[str, Any]:
         }
     for path in ("/healthz", "/readyz", "/metrics"):
         paths[path] = {"get": {"responses": {"200": {"description": "ok"}}}}
+    paths["/v1/customers/{customer_id}/erase"] = {
+        "post": {
+            "parameters": [
+                {
+                    "name": "customer_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": {"description": "erased: what was removed from each store"},
+                "401": {"description": "missing or wrong token"},
+                "409": {"description": "the warehouse is locked by another writer"},
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "personalizer decision service", "version": "1"},
@@ -561,6 +600,7 @@ def create_app(
         "/v1/scores": (scores, ["POST"]),
         "/v1/events": (events, ["POST"]),
         "/v1/reload": (reload, ["POST"]),
+        "/v1/customers/{customer_id}/erase": (erase, ["POST"]),
         "/v1/openapi.json": (openapi, ["GET"]),
         "/preview": (preview, ["GET"]),
         "/preview/email": (preview_email, ["GET"]),

@@ -15,6 +15,7 @@ import pandas as pd
 
 from personalizer.config import Settings
 from personalizer.evaluation.split import to_utc_timestamp
+from personalizer.privacy.pseudonym import drop_erased
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,12 @@ def load_training_data(
             if with_events:
                 customers = wh.query("SELECT * EXCLUDE (email) FROM customers")
                 events = wh.query("SELECT * FROM events")
+    # erased customers never reach a model, even from an old feed or transactions file
+    orders = drop_erased(settings, orders)
+    if customers is not None:
+        customers = drop_erased(settings, customers)
+    if events is not None:
+        events = drop_erased(settings, events)
     cutoff = to_utc_timestamp(until) if until else None
     if cutoff is not None:
         orders = orders[pd.to_datetime(orders["ordered_at"]) < cutoff]
