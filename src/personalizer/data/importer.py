@@ -1,18 +1,22 @@
 """`personalizer data import`: feeds and public datasets into the warehouse, row by validated row.
 
-One file is one transaction: it is imported whole or, if it cannot be read as a table, refused whole.
-Bad rows go to the quarantine with their reason; rows whose key is already stored are counted as
-duplicates and change nothing, so importing the same file twice adds nothing the second time.
+One import is one transaction: a file, a folder of feeds or a dataset is imported whole or, if any
+part of it cannot be read as a table or the disk fills up, not at all (the quarantine files are
+published only after the commit). Bad rows go to the quarantine with their reason; rows whose key
+is already stored are counted as duplicates and change nothing, so importing the same file twice
+adds nothing the second time.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 
 import pandas as pd
 
@@ -21,12 +25,18 @@ from personalizer.data import adapters
 from personalizer.data.feeds import Format, detect_format, iter_batches, read_header
 from personalizer.data.quarantine import QuarantineWriter
 from personalizer.data.validate import FeedError, check_header, normalise_columns, validate_frame
-from personalizer.data.warehouse import Warehouse
+from personalizer.data.warehouse import Warehouse, is_disk_full
 from personalizer.schema import RECORDS, TABLES
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "canonical", *adapters.ADAPTERS)
+# How long an import waits for another process to release the warehouse before giving up.
+LOCK_WAIT_SECONDS = 30.0
+
+
+class DiskFull(FeedError):
+    """The disk filled up during an import; it was rolled back, so nothing of it was written."""
 
 
 @dataclass
@@ -86,54 +96,113 @@ def load_table(
         source: shown in reports, the ledger and the quarantine.
         provided: columns the source really has (master data updates only those).
     """
-    report = ImportReport(source=source, table=table)
-    writer = QuarantineWriter(settings.quarantine_dir, table, source)
-    staging = f"_stage_{table}"
-    try:
-        with wh.transaction():
-            for raw in batches:
-                report.rows_read += len(raw)
-                batch, rejected = _split_errors(normalise_columns(raw))
-                writer.add(rejected)
-                checked = validate_frame(table, batch)
-                writer.add(checked.bad)
-                if len(checked.good):
-                    wh.stage(table, checked.good, staging)
-                    report.accepted += len(checked.good)
-            if report.accepted:
-                merged = wh.merge(table, staging, provided)
-                report.added, report.updated = merged.added, merged.updated
-                report.duplicates = merged.duplicates
-            if table == "orders":
-                report.inferred_customers, report.inferred_products = wh.infer_from_orders()
-            report.quarantined = writer.reasons.copy()
-            wh.record_import(
-                {
-                    "imported_at": datetime.now(UTC).replace(tzinfo=None),
-                    "source": source,
-                    "table_name": table,
-                    "rows_read": report.rows_read,
-                    "accepted": report.accepted,
-                    "added": report.added,
-                    "updated": report.updated,
-                    "duplicates": report.duplicates,
-                    "quarantined": report.quarantined_total,
-                    "quarantine_file": str(writer.path) if writer.count else None,
-                }
-            )
-    except BaseException:
-        writer.discard()
-        raise
-    report.quarantine_file = writer.publish()
-    log.info(
-        "%s → %s: %d read, %d added, %d quarantined",
-        source,
-        table,
-        report.rows_read,
-        report.added,
-        report.quarantined_total,
-    )
+    with _Import(wh, settings) as job:
+        report = job.load(table, batches, source, provided)
     return report
+
+
+class _Import:
+    """One transaction over any number of tables and files; quarantine files published after it."""
+
+    def __init__(self, wh: Warehouse, settings: Settings) -> None:
+        self.wh = wh
+        self.settings = settings
+        self.done: list[tuple[ImportReport, QuarantineWriter]] = []
+        self._transaction = wh.transaction()
+
+    def __enter__(self) -> _Import:
+        self._transaction.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        failure = exc
+        try:
+            self._transaction.__exit__(kind, exc, tb)  # COMMIT, or ROLLBACK
+        except BaseException as raised:  # the COMMIT failed
+            failure = raised
+        if failure is None:
+            for report, writer in self.done:
+                report.quarantine_file = writer.publish()
+            return
+        for _, writer in self.done:
+            writer.discard()
+        if is_disk_full(failure):
+            raise _disk_full(self.settings, failure) from failure
+        if failure is not exc:
+            raise failure
+        # otherwise the block's own exception propagates
+
+    def load(
+        self, table: str, batches: Iterable[pd.DataFrame], source: str, provided: set[str]
+    ) -> ImportReport:
+        """Validate, stage and merge the batches of one table inside the transaction."""
+        wh = self.wh
+        report = ImportReport(source=source, table=table)
+        writer = QuarantineWriter(self.settings.quarantine_dir, table, source)
+        self.done.append((report, writer))
+        staging = f"_stage_{table}"
+        for raw in batches:
+            report.rows_read += len(raw)
+            batch, rejected = _split_errors(normalise_columns(raw))
+            writer.add(rejected)
+            checked = validate_frame(table, batch)
+            writer.add(checked.bad)
+            if len(checked.good):
+                wh.stage(table, checked.good, staging)
+                report.accepted += len(checked.good)
+        if report.accepted:
+            merged = wh.merge(table, staging, provided)
+            report.added, report.updated = merged.added, merged.updated
+            report.duplicates = merged.duplicates
+        if table == "orders":
+            report.inferred_customers, report.inferred_products = wh.infer_from_orders()
+        report.quarantined = writer.reasons.copy()
+        writer.close()  # flushed now, so a full disk fails the import, not the publication
+        wh.record_import(
+            {
+                "imported_at": datetime.now(UTC).replace(tzinfo=None),
+                "source": source,
+                "table_name": table,
+                "rows_read": report.rows_read,
+                "accepted": report.accepted,
+                "added": report.added,
+                "updated": report.updated,
+                "duplicates": report.duplicates,
+                "quarantined": report.quarantined_total,
+                "quarantine_file": str(writer.path) if writer.count else None,
+            }
+        )
+        log.info(
+            "%s → %s: %d read, %d added, %d quarantined",
+            source,
+            table,
+            report.rows_read,
+            report.added,
+            report.quarantined_total,
+        )
+        return report
+
+
+def _disk_full(settings: Settings, exc: BaseException) -> DiskFull:
+    """The message for an import that ran out of space: which disk, how full, what was kept."""
+    where = settings.home
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+        free = f"{usage.free / 2**20:,.1f} MB free of {usage.total / 2**20:,.0f} MB"
+    except OSError:
+        free = "free space unknown"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DiskFull(
+        f"no space left on the disk holding {settings.home} ({free}): the import was rolled "
+        f"back and nothing of it was written; free some space and run it again ({detail})"
+    )
 
 
 def guess_table(path: Path, header: list[str]) -> str:
@@ -164,7 +233,16 @@ def import_feed(
     table: str | None = None,
     fmt: Format | None = None,
 ) -> ImportReport:
-    """Import one canonical feed file (CSV, Parquet or JSON Lines)."""
+    """Import one canonical feed file (CSV, Parquet or JSON Lines), in a transaction of its own."""
+    with _Import(wh, settings) as job:
+        report = _import_feed(job, path, table, fmt)
+    return report
+
+
+def _import_feed(
+    job: _Import, path: Path, table: str | None = None, fmt: Format | None = None
+) -> ImportReport:
+    """Read one canonical feed file into the import `job`."""
     fmt = fmt or detect_format(path)
     header = read_header(path, fmt)
     table = table or guess_table(path, header)
@@ -174,8 +252,8 @@ def import_feed(
     provided = {h.strip().lower() for h in header}
     if table == "customers" and provided - set(RECORDS["customers"].model_fields):
         provided.add("attributes")
-    batches = iter_batches(path, fmt, settings.batch_rows)
-    return load_table(wh, settings, table, batches, str(path), provided)
+    batches = iter_batches(path, fmt, job.settings.batch_rows)
+    return job.load(table, batches, str(path), provided)
 
 
 def _table_files(directory: Path) -> Iterator[tuple[str, Path]]:
@@ -223,16 +301,18 @@ def import_path(
         raise FeedError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if source == "auto":
         source = "canonical" if path.is_dir() else adapters.detect(path) or "canonical"
-    with Warehouse(settings.warehouse_path) as wh:
-        if source != "canonical":
-            reports = []
-            for tbl, batches, provided in adapters.ADAPTERS[source](path, settings.batch_rows):
+    with Warehouse(settings.warehouse_path, wait_seconds=LOCK_WAIT_SECONDS) as wh:
+        with _Import(wh, settings) as job:
+            if source != "canonical":
                 label = f"{path} [{source}]"
-                reports.append(load_table(wh, settings, tbl, batches, label, provided))
-            return reports
-        if path.is_dir():
-            return [import_feed(wh, settings, p, tbl, fmt) for tbl, p in _table_files(path)]
-        return [import_feed(wh, settings, path, table, fmt)]
+                for tbl, batches, provided in adapters.ADAPTERS[source](path, settings.batch_rows):
+                    job.load(tbl, batches, label, provided)
+            elif path.is_dir():
+                for tbl, p in _table_files(path):
+                    _import_feed(job, p, tbl, fmt)
+            else:
+                _import_feed(job, path, table, fmt)
+        return [report for report, _ in job.done]
 
 
 def read_feed(

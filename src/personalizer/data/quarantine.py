@@ -7,7 +7,9 @@ The file is written to a temporary name and published only after the warehouse c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from collections import Counter
 from datetime import UTC, datetime
@@ -78,18 +80,27 @@ class QuarantineWriter:
         """Rows quarantined so far."""
         return sum(self.reasons.values())
 
+    def close(self) -> None:
+        """Write everything to disk now (before the warehouse commit), so a full disk fails there."""
+        if self._handle is not None and not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
     def publish(self) -> Path | None:
         """Make the file visible (after the warehouse commit). None when nothing was bad."""
         if self._handle is None:
             return None
-        self._handle.close()
+        self.close()
         self._handle = None
         self._tmp.replace(self.path)
         return self.path
 
     def discard(self) -> None:
-        """Drop the file (the import failed and wrote nothing)."""
+        """Drop the file (the import failed and wrote nothing), even if it cannot be flushed."""
         if self._handle is not None:
-            self._handle.close()
+            # a full disk cannot flush the buffered lines: they go with the file anyway
+            with contextlib.suppress(OSError):
+                self._handle.close()
             self._handle = None
         self._tmp.unlink(missing_ok=True)

@@ -8,6 +8,9 @@ updated in place for the columns a feed provides.
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +22,8 @@ import duckdb
 import pandas as pd
 
 from personalizer.schema import RECORDS, TABLES, columns
+
+log = logging.getLogger(__name__)
 
 SQL_TYPES = {
     "id": "VARCHAR",
@@ -44,6 +49,38 @@ CREATE TABLE IF NOT EXISTS imports (
 
 class WarehouseLocked(RuntimeError):
     """Another process holds the warehouse for writing."""
+
+    def __init__(self, message: str, path: Path, holder_pid: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder_pid = holder_pid
+
+
+_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_holder(message: str) -> tuple[int | None, str]:
+    """The process DuckDB names in a lock error: its PID and command line, as far as known."""
+    found = _HOLDER.search(message)
+    if found is None:
+        return None, "another process"
+    pid = int(found["pid"])
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    command = command or found["program"]
+    if len(command) > 120:
+        command = command[:117] + "..."
+    return pid, f"process {pid} ({command})"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error means the disk (or a quota) ran out of space, from Python or DuckDB."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, duckdb.Error) and "no space left on device" in str(exc).lower()
 
 
 @dataclass(frozen=True)
@@ -82,6 +119,7 @@ class Warehouse:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_seconds
+        logged = False
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=self.read_only)
@@ -89,10 +127,20 @@ class Warehouse:
                 if "lock" not in str(exc).lower():
                     raise
                 if time.monotonic() >= deadline:
+                    pid, holder = lock_holder(str(exc))
+                    mode = "read" if self.read_only else "write to"
                     raise WarehouseLocked(
-                        f"the warehouse {self.path} is locked by another process "
-                        f"(waited {wait_seconds:.0f}s): {exc}"
+                        f"the warehouse {self.path} is locked by another process, {holder}; "
+                        f"waited {wait_seconds:g} s to {mode} it. Try again once that process "
+                        "has finished (DuckDB allows one writing process at a time)",
+                        self.path,
+                        pid,
                     ) from exc
+                if not logged:
+                    log.warning(
+                        "warehouse %s is locked; waiting up to %g s", self.path, wait_seconds
+                    )
+                    logged = True
                 time.sleep(0.25)
 
     def ensure_schema(self) -> None:
@@ -113,14 +161,20 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing."""
+        """All or nothing: a failure in the block (or at COMMIT) rolls everything back."""
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error as again:
+                # A failed COMMIT has already rolled back; a database invalidated by a write
+                # error (a full disk) refuses everything. Either way nothing was committed:
+                # report the first error, not this one.
+                log.debug("rollback after %r: %s", exc, again)
             raise
-        self.con.execute("COMMIT")
 
     def stage(self, table: str, batch: pd.DataFrame, staging: str) -> None:
         """Append a validated batch (schema columns plus `_row`) to a temporary staging table."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 from personalizer.tracking.runs import start_run
 from personalizer.tracking.store import (
+    CHECKSUMS_KEY,
     DEFAULT_EXPERIMENT,
     METRIC_TAG_PREFIX,
     PYFUNC_CODE,
@@ -26,6 +28,7 @@ from personalizer.tracking.store import (
     _client,
     _errors,
     _session,
+    folder_checksums,
     mlflow_key,
 )
 
@@ -199,6 +202,9 @@ def _log_pyfunc(
     import mlflow
 
     values = {name: float(value) for name, value in metrics.items()}
+    # The champion's folder is checked against these when it is opened: a damaged file is then
+    # named as such, instead of failing deep inside a parser.
+    checksums = {key: folder_checksums(Path(folder)) for key, folder in artifacts.items()}
     with _session(settings) as uri:
         run = mlflow.active_run()
         runs: AbstractContextManager[ActiveRun] = (
@@ -219,6 +225,7 @@ def _log_pyfunc(
                 signature=signature,
                 input_example=input_example,
                 pip_requirements=list(pip_requirements or _default_requirements()),
+                metadata={CHECKSUMS_KEY: checksums},
             )
             run_id = active.info.run_id
     version = _register(settings, registered_name, info.model_uri, info.model_id, run_id, values)
@@ -241,10 +248,19 @@ def _register(
     # The SQL registry resolves a "models:/<id>" source through the *global* tracking URI
     # (an MLflow TODO), so the session must point at this home while the version is created.
     with _session(settings), _errors(f"register model {name!r}", settings.mlflow_uri):
+        created = False
         try:
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name)
-        return client.create_model_version(
-            name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
-        )
+            created = True
+        try:
+            return client.create_model_version(
+                name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+            )
+        except BaseException:
+            if created:  # leave no empty registered model behind
+                with contextlib.suppress(Exception):
+                    if not client.search_model_versions(f"name = '{name}'"):
+                        client.delete_registered_model(name)
+            raise

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from personalizer.tracking.store import (
     CHAMPION,
+    CHECKSUMS_KEY,
     DEFAULT_METRIC,
     METRIC_TAG_PREFIX,
     PromotionDecision,
@@ -30,6 +31,7 @@ from personalizer.tracking.store import (
     _quiet,
     _session,
     display_key,
+    folder_checksums,
     mlflow_key,
 )
 
@@ -113,43 +115,59 @@ def promote_if_better(
         TrackingError: When the model or version does not exist, or the store refuses.
     """
     client = _client(settings)
-    with _errors(f"decide promotion of {name!r} version {version}", settings.mlflow_uri):
-        candidate = _version(client, name, version)
-        score = version_metric(candidate, metric)
-        champion = _champion(client, name)
-        best = None if champion is None else version_metric(champion, metric)
-        best_version = None if champion is None else str(champion.version)
-
-        def decision(promoted: bool, reason: str) -> PromotionDecision:
-            return PromotionDecision(promoted, reason, best_version, best, score)
-
-        if score is None:
-            return decision(False, f"version {candidate.version} has no {metric} tag")
-        if champion is None:
-            verdict = decision(True, f"no champion yet; {metric} {score:.4g}")
-        elif str(champion.version) == str(candidate.version):
-            return decision(True, f"version {candidate.version} is already the champion")
-        elif best is None:
-            verdict = decision(True, f"champion v{best_version} has no {metric} tag")
-        else:
-            better = score >= best if higher_is_better else score <= best
-            relation = {
-                (True, True): ">=",
-                (True, False): "<",
-                (False, True): "<=",
-                (False, False): ">",
-            }
-            reason = (
-                f"{metric} {score:.4g} {relation[higher_is_better, better]} "
-                f"champion v{best_version}'s {best:.4g}"
-            )
-            if not better:
-                logger.info("%s version %s not promoted: %s", name, candidate.version, reason)
-                return decision(False, reason)
-            verdict = decision(True, reason)
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    logger.info("%s version %s promoted: %s", name, candidate.version, verdict.reason)
+    candidate = None
+    try:
+        with _errors(f"decide promotion of {name!r} version {version}", settings.mlflow_uri):
+            candidate = _version(client, name, version)
+            verdict = _gate(client, name, candidate, metric, higher_is_better)
+            if verdict.promoted and verdict.champion_version != str(candidate.version):
+                client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    except TrackingError as exc:
+        if candidate is None:
+            raise
+        raise TrackingError(
+            f"{exc}. Version {candidate.version} of {name!r} is registered but was not promoted; "
+            f"the champion is unchanged (personalizer models promote {name} "
+            f"{candidate.version} once the store answers)"
+        ) from exc
+    if verdict.promoted:
+        logger.info("%s version %s promoted: %s", name, candidate.version, verdict.reason)
+    else:
+        logger.info("%s version %s not promoted: %s", name, candidate.version, verdict.reason)
     return verdict
+
+
+def _gate(
+    client: MlflowClient,
+    name: str,
+    candidate: ModelVersion,
+    metric: str,
+    higher_is_better: bool,
+) -> PromotionDecision:
+    """The promotion gate's decision for `candidate` against the current champion."""
+    score = version_metric(candidate, metric)
+    champion = _champion(client, name)
+    best = None if champion is None else version_metric(champion, metric)
+    best_version = None if champion is None else str(champion.version)
+
+    def decision(promoted: bool, reason: str) -> PromotionDecision:
+        return PromotionDecision(promoted, reason, best_version, best, score)
+
+    if score is None:
+        return decision(False, f"version {candidate.version} has no {metric} tag")
+    if champion is None:
+        return decision(True, f"no champion yet; {metric} {score:.4g}")
+    if str(champion.version) == str(candidate.version):
+        return decision(True, f"version {candidate.version} is already the champion")
+    if best is None:
+        return decision(True, f"champion v{best_version} has no {metric} tag")
+    better = score >= best if higher_is_better else score <= best
+    relation = {(True, True): ">=", (True, False): "<", (False, True): "<=", (False, False): ">"}
+    reason = (
+        f"{metric} {score:.4g} {relation[higher_is_better, better]} "
+        f"champion v{best_version}'s {best:.4g}"
+    )
+    return decision(better, reason)
 
 
 def list_models(settings: Settings, name: str | None = None) -> pd.DataFrame:
@@ -259,9 +277,11 @@ def champion_artifact_dir(
     `<home>/champions/<name>/v<version>`.
 
     Raises:
-        TrackingError: When there is no champion or its files are missing.
+        TrackingError: When there is no champion, or its files are missing or damaged (each
+            file is checked against the SHA-256 logged with the model, when there is one).
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     version = champion_version(settings, name)
@@ -272,12 +292,39 @@ def champion_artifact_dir(
             target = dst or settings.home / "champions" / name / f"v{version.version}"
             target.mkdir(parents=True, exist_ok=True)
             local = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(target)))
-        pyfunc = Model.load(str(local / "MLmodel")).flavors["python_function"]
-        relative = pyfunc["artifacts"][artifact]["path"]
+        try:
+            model = Model.load(str(local / "MLmodel"))
+            relative = model.flavors["python_function"]["artifacts"][artifact]["path"]
+            expected = (model.metadata or {}).get(CHECKSUMS_KEY, {}).get(artifact)
+        except (OSError, MlflowException):
+            raise
+        except Exception as exc:  # YAML garbage, a missing key: a damaged MLmodel file
+            raise TrackingError(
+                f"the champion of {name!r} (version {version.version}) is corrupt: its MLmodel "
+                f"file in {local} is unreadable ({type(exc).__name__}: {exc})"
+            ) from exc
     folder = local / relative
     if not folder.is_dir():
         raise TrackingError(f"the champion's model folder {folder} is missing")
+    if expected:
+        _verify(folder, expected, name, str(version.version))
     return folder
+
+
+def _verify(folder: Path, expected: dict[str, str], name: str, version: str) -> None:
+    """Compare a model folder with the checksums logged with it; name what is damaged."""
+    found = folder_checksums(folder)
+    missing = sorted(set(expected) - set(found))
+    changed = sorted(k for k in set(expected) & set(found) if found[k] != expected[k])
+    if not missing and not changed:
+        return
+    damaged = [f"{k} is missing" for k in missing] + [f"{k} has changed" for k in changed]
+    more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    raise TrackingError(
+        f"the champion of {name!r} (version {version}) is corrupt: "
+        f"{', '.join(damaged[:3])}{more} since it was logged (in {folder}); promote another "
+        f"version (personalizer models promote {name} VERSION) or train it again"
+    )
 
 
 def load_champion(settings: Settings, name: str) -> PyFuncModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +18,14 @@ if TYPE_CHECKING:
 
 from personalizer.tracking.store import (
     TrackingError,
+    _client,
     _errors,
     _session,
     ensure_experiment,
     mlflow_key,
 )
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- runs
 
@@ -37,7 +41,8 @@ def start_run(
     """Open an MLflow run in `experiment` (created if needed) and log `params`.
 
     Inside the block, `log_metrics`, `log_table`, `log_figure`, `log_text` and `log_recommender`
-    write to this run. The run ends FAILED if the block raises.
+    write to this run. If the block raises, the run ends FAILED and the model versions it
+    registered are withdrawn (when the store still answers; the block's error is raised either way).
 
     Args:
         settings: Where the tracking store lives.
@@ -60,16 +65,46 @@ def start_run(
                 tags=dict(tags or {}),
                 nested=mlflow.active_run() is not None,
             )
-        status = "FAILED"
         try:
             if params:
                 with _errors("log parameters", uri):
                     mlflow.log_params({mlflow_key(str(k)): v for k, v in params.items()})
             yield run
-            status = "FINISHED"
-        finally:
-            with _errors("end the run", uri):
-                mlflow.end_run(status=status)
+        except BaseException:
+            _fail_run(settings, run.info.run_id, uri)
+            raise
+        with _errors("end the run", uri):
+            mlflow.end_run(status="FINISHED")
+
+
+def _fail_run(settings: Settings, run_id: str, uri: str) -> None:
+    """End a run FAILED and withdraw the model versions it registered, if the store answers.
+
+    A registered version must come from a finished run, so that the registry never offers a
+    model whose training failed after it was registered. The caller's error is the one that
+    matters: a store that does not answer here is only logged.
+    """
+    import mlflow
+
+    try:
+        mlflow.end_run(status="FAILED")  # pops the run first, so no run stays active
+        client = _client(settings)
+        for version in client.search_model_versions(f"run_id = '{run_id}'"):
+            # version searches leave `aliases` empty; the registered model carries them
+            aliases = client.get_registered_model(version.name).aliases or {}
+            if str(version.version) in {str(v) for v in aliases.values()}:
+                logger.warning(
+                    "run %s failed; %s version %s keeps its alias", run_id, *_id(version)
+                )
+                continue
+            client.delete_model_version(version.name, version.version)
+            logger.warning("run %s failed: withdrew %s version %s", run_id, *_id(version))
+    except Exception as exc:
+        logger.warning("could not mark run %s FAILED in %s: %s", run_id, uri, exc)
+
+
+def _id(version: Any) -> tuple[str, str]:
+    return str(version.name), str(version.version)
 
 
 def _active_run() -> ActiveRun:

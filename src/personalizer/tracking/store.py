@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -22,6 +23,8 @@ DEFAULT_EXPERIMENT = "recommenders"
 DEFAULT_METRIC = "ndcg@10"
 MODEL_NAME = "recommender"
 METRIC_TAG_PREFIX = "metric."
+# MLmodel metadata: {artifact: {relative path: sha256}} of each model folder, checked on load.
+CHECKSUMS_KEY = "personalizer_checksums"
 PYFUNC_CODE = Path(__file__).resolve().parents[1] / "models" / "recommender_pyfunc.py"
 _QUIET_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -72,21 +75,59 @@ def _errors(action: str, uri: str | None = None) -> Iterator[None]:
     except TrackingError:
         raise
     except (MlflowException, OSError) as exc:
-        where = f" (tracking store {uri})" if uri else ""
-        raise TrackingError(f"could not {action}{where}: {_first_line(exc)}") from exc
+        raise TrackingError(f"could not {action}{_where(uri, action)}: {_reason(exc)}") from exc
     except Exception as exc:
         # sqlalchemy/alembic errors from a corrupt or foreign database file
         if type(exc).__module__.split(".")[0] in {"sqlalchemy", "alembic", "sqlite3"}:
-            where = f" (tracking store {uri})" if uri else ""
-            raise TrackingError(
-                f"could not {action}{where}: the store is unreadable or corrupt: {_first_line(exc)}"
-            ) from exc
+            reason = _reason(exc)
+            if reason == _first_line(exc):
+                reason = f"the store is unreadable or corrupt: {reason}"
+            raise TrackingError(f"could not {action}{_where(uri, action)}: {reason}") from exc
         raise
+
+
+def _where(uri: str | None, action: str = "") -> str:
+    """The " (tracking store URI)" of a message; the active store when the caller names none."""
+    if uri is not None and uri in action:
+        return ""
+    if uri is None:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    return f" (tracking store {uri})" if uri else ""
+
+
+# What a store that does not answer says, deep inside a long HTTP or database error.
+_UNREACHABLE = re.compile(
+    r"\[Errno -?\d+\] [^\"')(]+|Connection refused|timed out|Name or service not known"
+    r"|unable to open database file|database is locked|attempt to write a readonly database",
+    re.IGNORECASE,
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error; for a store that does not answer, just why."""
+    line = _first_line(exc)
+    found = _UNREACHABLE.search(line)
+    if found is None:
+        return line
+    return f"the store does not answer ({found.group(0).strip()})"
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by POSIX path relative to it."""
+    sums = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with path.open("rb") as handle:
+            sums[path.relative_to(folder).as_posix()] = hashlib.file_digest(
+                handle, "sha256"
+            ).hexdigest()
+    return sums
 
 
 def _tracking_uri(settings: Settings) -> str:
@@ -97,7 +138,33 @@ def _tracking_uri(settings: Settings) -> str:
         raise TrackingError(
             f"data home {settings.home} is not a usable folder for the tracking store: {exc}"
         ) from exc
-    return settings.mlflow_uri
+    uri = settings.mlflow_uri
+    _check_sqlite(uri)
+    return uri
+
+
+def _check_sqlite(uri: str) -> None:
+    """Fail at once on a SQLite store that cannot be opened.
+
+    MLflow retries opening its database ten times with exponential back-off (about 100 s)
+    before it gives up, which a local file that cannot be opened does not deserve.
+    """
+    import sqlite3
+
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    try:
+        con = sqlite3.connect(path, timeout=1)
+        try:
+            con.execute("PRAGMA schema_version")
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" in str(exc):
+            raise TrackingError(f"could not open the tracking store {uri}: {_reason(exc)}") from exc
+    except sqlite3.DatabaseError:
+        pass  # not a database: MLflow's own error says so, as "unreadable or corrupt"
 
 
 @contextmanager
@@ -143,7 +210,7 @@ def _client(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient
 
     uri = _tracking_uri(settings)
-    with _errors("open the tracking store", uri):
+    with _errors(f"open the tracking store {uri}", uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # fail here, readably, on a corrupt file
     return client
