@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from personalizer import __version__
+from personalizer.batch.cli import score_all as score_all_command
 from personalizer.config import Settings
 from personalizer.experiments.cli import app as experiments_app
 from personalizer.journeys.cli import app as journeys_app
@@ -46,6 +47,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(customers_app, name="customers")
+score_app.command("all")(score_all_command)
 app.command("report")(report)
 
 # Tables are wide; off a terminal (CI logs, pipes) rich would assume 80 columns and truncate them.
