@@ -696,3 +696,23 @@ def test_erasing_a_customer_needs_the_token_and_removes_them_from_the_service(
         client.post("/v1/decide", json={"customer_id": cid, "template": "welcome"}).status_code
         == 404
     )
+
+
+def test_each_decision_made_is_in_the_audit_log_under_a_pseudonym(
+    client: TestClient, customers: pd.DataFrame, home: Path
+) -> None:
+    from personalizer.privacy.decision_audit import DecisionAudit
+
+    cid = consenting_buyer(customers)
+    body = {"customer_id": cid, "template": "welcome", "campaign": "audited", "now": NOW}
+    made = client.post("/v1/decide", json=body).json()
+    assert client.post("/v1/decide", json=body).json() == made  # a retry: not a new decision
+    state = client.app.state.service  # type: ignore[attr-defined]
+    state.audit.flush()
+    with DecisionAudit(Settings(home=home)) as audit:
+        rows = audit.read()
+    mine = rows[rows["decision_id"] == made["decision_id"]]
+    assert len(mine) == 1
+    assert mine["customer"].iloc[0] != cid and cid not in mine["customer"].iloc[0]
+    assert mine["model_versions"].iloc[0] == made["model_versions"]
+    assert len(mine["fingerprint"].iloc[0]) == 64

@@ -22,6 +22,7 @@ unexpected failure answers 503 with a message and is logged and counted.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import hmac
 import logging
@@ -59,6 +60,7 @@ TOKEN_ENV = "PERSONALIZER_API_TOKEN"
 SECRET_ENV = "PERSONALIZER_SECRET"
 RELOAD_ENV = "PERSONALIZER_RELOAD_SECONDS"
 TEMPLATES_ENV = "PERSONALIZER_TEMPLATES"  # folders of templates replacing shipped ones
+AUDIT_ENV = "PERSONALIZER_DECISION_AUDIT"  # "0": no audit log of decisions
 THREADPOOL_BATCH = 200  # batches larger than this run off the event loop
 
 
@@ -96,6 +98,8 @@ class ServiceState:
     shared_store: bool = False
     reload_hook: Callable[[], None] | None = None
     store_token: tuple[int, ...] = ()
+    audit: Any = None  # this process's DecisionAudit (made after a fork, never shared)
+    audit_pid: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -132,6 +136,8 @@ class ServiceState:
         if self.decider is None:
             folders = [f for f in os.environ.get(TEMPLATES_ENV, "").split(os.pathsep) if f]
             self.decider = Decider(snapshot, renderer=Renderer(folders), shop=shop)
+            if os.environ.get(AUDIT_ENV, "1") != "0":
+                self.decider.on_decision = self.record_decision
             self.preview = Decider(snapshot, renderer=Renderer(folders, strict=True), shop=shop)
         else:
             self.decider.swap(snapshot)
@@ -204,6 +210,19 @@ class ServiceState:
         with self.lock, open_event_store(self.settings) as store:
             changes, self.last_seq = follow(store, decider.snapshot.updater, self.last_seq)
         return {"changes": len(changes)}
+
+    def record_decision(self, decision: dict[str, Any]) -> None:
+        """Append a decision to the audit log (`privacy.decision_audit`); a failure is logged,
+        never the caller's: the decision is still answered."""
+        from personalizer.privacy.decision_audit import DecisionAudit, decision_inputs, fingerprint
+
+        try:
+            if self.audit is None or self.audit_pid != os.getpid():
+                self.audit, self.audit_pid = DecisionAudit(self.settings), os.getpid()
+                atexit.register(self.audit.close)
+            self.audit.record(decision, fingerprint(decision_inputs(decision)))
+        except Exception:
+            log.exception("the decision audit could not record %s", decision.get("decision_id"))
 
     def sync(self) -> None:
         """With `shared_store`: catch up when the event store's files changed since last time.

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -107,6 +107,8 @@ class Decider:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._blocks: dict[tuple[frozenset[str], frozenset[str]], dict[str, SelectedBlock]] = {}
+        # called with each decision made (not a cached one handed out again): the audit log
+        self.on_decision: Callable[[dict[str, Any]], None] | None = None
         self._describe(snapshot)
 
     def swap(self, snapshot: Snapshot, *, keep_decisions: bool = True) -> None:
@@ -317,6 +319,8 @@ class Decider:
             self._cache[key] = decision
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        if self.on_decision is not None:
+            self.on_decision(decision)
         return decision
 
     def decide_many(
@@ -362,6 +366,8 @@ class Decider:
                 self._cache[(decision["decision_id"], n)] = decision
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+            if self.on_decision is not None:
+                self.on_decision(decision)
         return out
 
     def _decide(
