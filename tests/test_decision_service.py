@@ -199,6 +199,7 @@ def test_segments_send_time_and_scores_answer_for_one_or_many(
         ({"customer_id": "c1", "template": "welcome", "colour": "red"}, 422, "colour"),
         ({"customer_id": "nobody-at-all", "template": "welcome"}, 404, "customer_id"),
         ({"customer_id": "c1", "template": "welcome", "now": "yesterday-ish"}, 422, "now"),
+        ({"customer_id": "c1", "template": "welcome", "now": "NaT"}, 422, "now"),
         ({"customer_id": "c1", "template": "welcome", "campaign": "a b<c>"}, 422, "campaign"),
     ],
 )
