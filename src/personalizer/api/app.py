@@ -361,7 +361,7 @@ def _moment(text: str | None) -> datetime | None:
         except (ValueError, TypeError, OverflowError):
             raise ApiError(422, f"now: not a timestamp: {text!r}") from None
         if pd.isna(at):  # "NaT", and pandas' other not-a-time spellings
-            raise ApiError(422, f"now: not a timestamp: {text!r}")
+            raise ApiError(422, f"now: not a timestamp: {text!r}") from None
     if at.tzinfo is not None:
         at = at.astimezone(UTC).replace(tzinfo=None)
     return at
