@@ -181,7 +181,9 @@ class Renderer:
                 raise TemplateError(template + ".html.j2", None, f"CSS inlining: {exc}") from exc
         values["blocks"] = text_blocks
         text = self._render(template + ".txt.j2", values)
-        text = _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("\n", text)).strip() + "\n"
+        if " \n" in text or "\t\n" in text:  # the regex tries every space: 9 µs an email
+            text = _TRAILING_SPACE.sub("\n", text)
+        text = _BLANK_LINES.sub("\n\n", text).strip() + "\n"
         if str(escape(unsubscribe)) not in html or unsubscribe not in text:
             raise TemplateError(template, None, "the unsubscribe link is missing from the email")
         return RenderedEmail(subject, html, text, chosen)
