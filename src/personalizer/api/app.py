@@ -635,13 +635,41 @@ def create_app(
     for name, handler in (("healthz", healthz), ("readyz", readyz), ("metrics", metrics)):
         handlers[f"/{name}"] = (handler, ["GET"])
         handlers[f"/v1/{name}"] = (handler, ["GET"])
-    routes = [
-        Route(path, _route(state, path.removeprefix("/v1/").strip("/"), handler), methods=methods)
-        for path, (handler, methods) in handlers.items()
-    ]
-    app = Starlette(routes=routes)
+    endpoints = {
+        path: _route(state, path.removeprefix("/v1/").strip("/"), handler)
+        for path, (handler, _) in handlers.items()
+    }
+    routes = [Route(path, endpoints[path], methods=m) for path, (_, m) in handlers.items()]
+    app = _App(routes=routes)
+    app.fast = {
+        (method, path): endpoints[path]
+        for path, (_, methods) in handlers.items()
+        if "{" not in path
+        for method in methods
+    }
     app.state.service = state
     return app
+
+
+class _App(Starlette):
+    """Starlette, with the fixed-path routes answered before its middleware and router.
+
+    The endpoints (`_route`) turn every failure into an answer themselves, so Starlette's error
+    middleware and the route matching (a regex a route until one fits) only cost time on the hot
+    paths: about 8 µs a request. Other methods and paths go through Starlette as usual.
+    """
+
+    fast: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _watch(state: ServiceState) -> None:
