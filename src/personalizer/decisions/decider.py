@@ -49,6 +49,7 @@ TEMPLATES = (
     "win_back",
 )
 CACHE_DECISIONS = 4_096  # recent decisions kept for retries (a decision is ~10 KB)
+CARD_BASES = 100_000  # product cards' fixed parts kept, by product, campaign, slot and place
 QUIET_HOURS = (22, 7)  # local hours never chosen for a send (22:00 to 06:59)
 _WEEK = 168
 Candidate = tuple[str, float, str, str]  # product_id, score, strategy, reason
@@ -128,6 +129,7 @@ class Decider:
         # What every decision repeats about the snapshot, computed once per snapshot.
         self._versions = snapshot.versions()
         self._degraded = snapshot.degraded
+        self._card_base: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         self._trending = [
             (p, s, "trending", "popular in the last 30 days") for p, s in snapshot.trending
         ]
@@ -273,9 +275,12 @@ class Decider:
             ):
                 continue
             seen.add(product_id)
-            url = product.url or f"{self.shop.url.rstrip('/')}/p/{product_id}"
-            cards.append(
-                {
+            # what depends on the product and its place only is made once per snapshot
+            key = (product_id, campaign, slot, len(cards) + 1)
+            base = self._card_base.get(key)
+            if base is None:
+                url = product.url or f"{self.shop.url.rstrip('/')}/p/{product_id}"
+                base = {
                     "product_id": product_id,
                     "title": product.title,
                     "price": product.price,
@@ -283,10 +288,12 @@ class Decider:
                     "image_url": product.image_url,
                     "url": utm(url, campaign, f"{slot}/{len(cards) + 1}"),
                     "category": product.category,
-                    "strategy": strategy,
-                    "reason": reason,
-                    "score": round(float(score), 6),
                 }
+                if len(self._card_base) >= CARD_BASES:
+                    self._card_base.clear()
+                self._card_base[key] = base
+            cards.append(
+                {**base, "strategy": strategy, "reason": reason, "score": round(float(score), 6)}
             )
         return cards
 
@@ -593,26 +600,32 @@ def next_local_hour(hour_of_week: int, zone: str, after: pd.Timestamp | datetime
     """The first start of local hour-of-week `hour_of_week` (0 = Monday 00:00) after `after`.
 
     `after` is naive UTC; the answer is too. A quiet hour (22:00–06:59 local) moves to 09:00 of
-    the same local day. Plain `datetime` and cached `ZoneInfo`: this runs for every decision.
+    the same local day. Plain `datetime`, cached `ZoneInfo` and cached wall-clock conversions:
+    this runs for every decision.
     """
-    tz = _zone(zone)
     day, hour = divmod(int(hour_of_week) % _WEEK, 24)
     start, end = QUIET_HOURS
     if hour >= start or hour < end:
         hour = 9
     moment = after.to_pydatetime() if isinstance(after, pd.Timestamp) else after
-    local = moment.replace(tzinfo=UTC).astimezone(tz)
+    local = moment.replace(tzinfo=UTC).astimezone(_zone(zone))
     monday = datetime(local.year, local.month, local.day) - timedelta(days=local.weekday())
     for week in range(3):
-        wall = monday + timedelta(days=day + 7 * week, hours=hour)
-        candidate = wall.replace(tzinfo=tz)
-        # a wall time skipped by a DST jump does not round-trip: take the hour after the jump
-        utc = candidate.astimezone(UTC)
-        if utc.astimezone(tz).replace(tzinfo=None) != wall:
-            utc = (wall + timedelta(hours=1)).replace(tzinfo=tz).astimezone(UTC)
-        if utc > moment.replace(tzinfo=UTC):
-            return utc.replace(tzinfo=None)
+        utc = _wall_to_utc(zone, monday + timedelta(days=day + 7 * week, hours=hour))
+        if utc > moment:
+            return utc
     raise AssertionError("a weekly hour always comes within three weeks")
+
+
+@functools.lru_cache(maxsize=65_536)  # the same few weeks and zones, decision after decision
+def _wall_to_utc(zone: str, wall: datetime) -> datetime:
+    """Naive UTC of local wall time `wall` in `zone`; a wall time skipped by a DST jump does not
+    round-trip, and gives the hour after the jump."""
+    tz = _zone(zone)
+    utc = wall.replace(tzinfo=tz).astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != wall:
+        utc = (wall + timedelta(hours=1)).replace(tzinfo=tz).astimezone(UTC)
+    return utc.replace(tzinfo=None)
 
 
 @functools.lru_cache(maxsize=1024)
