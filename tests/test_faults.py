@@ -26,8 +26,7 @@ from mlflow.exceptions import MlflowException
 from starlette.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from personalizer import cli as cli_module
-from personalizer import tracking
+from personalizer import terminal, tracking
 from personalizer.api.app import create_app
 from personalizer.cli import app as cli
 from personalizer.config import Settings
@@ -59,7 +58,7 @@ def ok(home: Path, *args: str) -> str:
 @pytest.fixture(autouse=True)
 def _unwrapped_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Off a terminal rich wraps messages at 80 columns; here one message is one line."""
-    monkeypatch.setattr(cli_module.err, "width", 10_000)
+    monkeypatch.setattr(terminal.err, "width", 10_000)
 
 
 def clean_failure(result: Result) -> str:

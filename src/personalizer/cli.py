@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from personalizer import __version__
@@ -21,6 +19,8 @@ from personalizer.experiments.cli import app as experiments_app
 from personalizer.journeys.cli import app as journeys_app
 from personalizer.privacy.cli import app as customers_app
 from personalizer.report.cli import report
+from personalizer.terminal import HomeOption, console
+from personalizer.terminal import fail as _fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,25 +50,9 @@ app.add_typer(customers_app, name="customers")
 score_app.command("all")(score_all_command)
 app.command("report")(report)
 
-# Tables are wide; off a terminal (CI logs, pipes) rich would assume 80 columns and truncate them.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
-    ),
-]
-
 
 def _settings(home: Path | None, **overrides: object) -> Settings:
     return Settings.from_env(home, **overrides)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
 
 
 @app.callback()

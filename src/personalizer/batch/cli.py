@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from personalizer.terminal import HomeOption, console, fail
 
 
 def score_all(
@@ -35,12 +36,7 @@ def score_all(
     restart: Annotated[
         bool, typer.Option("--restart", help="Discard a previous run in --out and start over.")
     ] = False,
-    home: Annotated[
-        Path | None,
-        typer.Option(
-            "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
-        ),
-    ] = None,
+    home: HomeOption = None,
 ) -> None:
     """Score every customer: segments, recommendations, churn/value, next send time (Parquet)."""
     from personalizer.batch.job import score_all as run
@@ -48,7 +44,6 @@ def score_all(
     from personalizer.data.warehouse import WarehouseLocked
     from personalizer.tracking import TrackingError
 
-    console = Console()
     if engine not in ("local", "spark"):
         raise typer.BadParameter("must be local or spark", param_hint="--engine")
     try:
@@ -64,8 +59,7 @@ def score_all(
             master=master,
         )
     except (TrackingError, WarehouseLocked, FileNotFoundError, ValueError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+        raise fail(str(exc)) from exc
     manifest = result.manifest
     skipped = manifest.partitions - len(result.scored)
     rate = result.customers / result.seconds if result.seconds > 0 else 0.0

@@ -7,15 +7,16 @@ from `personalizer.cli`, which registers this app and would import it back).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from personalizer.terminal import console
+from personalizer.terminal import fail as _fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,14 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
 
 
 @contextmanager

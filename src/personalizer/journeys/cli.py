@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from personalizer.config import Settings
+from personalizer.terminal import HomeOption, console
+from personalizer.terminal import fail as _fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,15 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
-    ),
-]
 FlowsOption = Annotated[
     Path | None,
     typer.Option("--flows", help="A flows YAML file (default: the shipped flows).", dir_okay=False),
@@ -51,11 +43,6 @@ HoldoutOption = Annotated[
     float | None,
     typer.Option("--holdout", min=0.0, max=1.0, help="Global holdout share (file's)."),
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
 
 
 @contextmanager

@@ -8,23 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from personalizer.config import Settings
+from personalizer.terminal import HomeOption, console
 
 app = typer.Typer(
     help="One customer's data: erase it (right to erasure), export it (subject access), find it.",
     no_args_is_help=True,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
-    ),
-]
 IdArgument = Annotated[str, typer.Argument(help="The customer_id.")]
 
 

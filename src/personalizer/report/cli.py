@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from personalizer.config import Settings
+from personalizer.terminal import HomeOption, fail
 
 
 def report(
@@ -31,12 +32,7 @@ def report(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the report in the default browser.")
     ] = False,
-    home: Annotated[
-        Path | None,
-        typer.Option(
-            "--home", help="Data home (default: $PERSONALIZER_HOME or ./data).", show_default=False
-        ),
-    ] = None,
+    home: HomeOption = None,
 ) -> None:
     """Write the self-contained HTML report: KPIs, model quality, segments, funnels, experiments."""
     import pandas as pd
@@ -54,8 +50,7 @@ def report(
                 moment = moment.tz_convert("UTC").tz_localize(None)
         result = write_report(settings, out, since=moment, attribution_days=attribution_days)
     except (ValueError, TrackingError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        raise fail(str(exc)) from exc
     total = result.total
     typer.echo(
         f"report written to {result.path} ({result.size_bytes / 1024:,.0f} KiB): "
