@@ -31,7 +31,6 @@ found here: keep them in the home, or erase them by hand.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -53,6 +52,7 @@ from personalizer.privacy.scrubber import (
     scrub_npz,
     scrub_parquet,
 )
+from personalizer.tracking.store import folder_checksums
 
 log = logging.getLogger(__name__)
 
@@ -286,22 +286,11 @@ def _reseal_models(changed: list[Path], notes: list[str]) -> None:
         for name in list(sums):
             relative = (artifacts.get(name) or {}).get("path")
             if relative and (root / relative).is_dir():
-                sums[name] = _checksums(root / relative)
+                sums[name] = folder_checksums(root / relative)
         tmp = path.with_name("MLmodel.tmp")
         tmp.write_text(yaml.safe_dump(meta, default_flow_style=False, sort_keys=False))
         tmp.replace(path)
         notes.append(f"checksums of {root.name} updated")
-
-
-def _checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under `folder` by POSIX relative path (as tracking logs them)."""
-    sums = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        with path.open("rb") as handle:
-            sums[path.relative_to(folder).as_posix()] = hashlib.file_digest(
-                handle, "sha256"
-            ).hexdigest()
-    return sums
 
 
 def _erase_decision_audit(settings: Settings, pseudonym: str, removed: Counter[str]) -> None:
