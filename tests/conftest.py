@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from personalizer.cli import app as cli
 from personalizer.config import THREADS_ENV, Settings
 
 # Test workers run side by side on a small machine: one thread each, or OpenMP's spinning threads
@@ -22,6 +24,13 @@ DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def settings(tmp_path: Path) -> Settings:
     """Settings whose data home is an empty temporary folder."""
     return Settings(home=tmp_path / "home", show_progress=False)
+
+
+def invoke(home: Path, *args: str) -> str:
+    """`personalizer ARGS --home HOME` in this process; its output, once it succeeded."""
+    result = CliRunner().invoke(cli, [*args, "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def dataset(*parts: str) -> Path:

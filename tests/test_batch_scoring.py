@@ -15,13 +15,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from conftest import invoke
 from personalizer import tracking
 from personalizer.batch import local
 from personalizer.batch.cli import score_all as score_all_verb
 from personalizer.batch.job import score_all
 from personalizer.batch.output import ManifestMismatch, read_manifest, read_output
 from personalizer.batch.scoring import RECOMMENDATION_COLUMNS, SCORE_COLUMNS, score_partition
-from personalizer.cli import app as cli
 from personalizer.config import Settings
 from personalizer.data.warehouse import Warehouse
 from personalizer.decisions.decider import next_local_hour
@@ -29,12 +29,6 @@ from personalizer.decisions.decider import next_local_hour
 runner = CliRunner()
 AS_OF = "2026-11-02T12:00:00"
 PARTS = 6
-
-
-def invoke(home: Path, *args: str) -> str:
-    result = runner.invoke(cli, [*args, "--home", str(home)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

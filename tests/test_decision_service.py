@@ -27,24 +27,16 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 
+from conftest import invoke
 from personalizer import tracking
 from personalizer.api.app import create_app, openapi_schema
-from personalizer.cli import app as cli
 from personalizer.config import Settings
 from personalizer.data.warehouse import Warehouse
 from personalizer.decisions.decider import make_decision_id, next_local_hour
 
-runner = CliRunner()
 TOKEN = "s3cret-token"
 NOW = "2026-11-02T12:00:00"
-
-
-def invoke(home: Path, *args: str) -> str:
-    result = runner.invoke(cli, [*args, "--home", str(home)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from conftest import dataset
+from conftest import dataset, invoke
 from personalizer import tracking
 from personalizer.cli import app
 from personalizer.config import Settings
@@ -30,12 +30,6 @@ from personalizer.models.uplift import HILLSTROM_CATEGORIES, MODELS
 runner = CliRunner()
 PUBLISHED_UPLIFT_AT_30 = 0.0661
 UPLIFT_ROWS = [*MODELS, "random targeting"]
-
-
-def invoke(home: Path, *args: str) -> str:
-    result = runner.invoke(app, [*args, "--home", str(home)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def rows(output: str) -> list[list[str]]:

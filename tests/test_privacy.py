@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from personalizer.cli import app as cli
+from conftest import invoke
 from personalizer.config import Settings
 from personalizer.data.event_store import SqliteEventStore, ingest_events
 from personalizer.data.event_store import store_path as events_path
@@ -46,12 +46,6 @@ from personalizer.segments.store import run_segments
 
 runner = CliRunner()
 NOW = pd.Timestamp("2026-11-02 12:00")
-
-
-def invoke(home: Path, *args: str) -> str:
-    result = runner.invoke(cli, [*args, "--home", str(home)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def cart(event_id: str, customer_id: str, product_id: str, at: pd.Timestamp) -> dict[str, Any]:

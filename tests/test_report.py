@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from personalizer.cli import app as cli
+from conftest import invoke
 from personalizer.config import Settings
 from personalizer.report import sources
 from personalizer.report.build import build_report, write_report
@@ -41,12 +41,6 @@ def report_app() -> typer.Typer:
     app = typer.Typer()
     app.command()(report)
     return app
-
-
-def invoke(home: Path, *args: str) -> str:
-    result = runner.invoke(cli, [*args, "--home", str(home)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def chromium() -> str:
