@@ -51,16 +51,9 @@ from bench_service import (
     wait_ready,
 )
 
+from personalizer.decisions.decider import STRATEGIES, TEMPLATES
+
 TOKEN = "soak-token"
-TEMPLATES = [
-    "welcome",
-    "vip_offer",
-    "cart_reminder",
-    "browse_reminder",
-    "post_purchase",
-    "win_back",
-]
-STRATEGIES = ["personal", "also_bought", "next_purchase", "trending"]
 SAMPLE_SECONDS = 10.0
 EVENT_SECONDS = 0.1
 

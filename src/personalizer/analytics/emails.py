@@ -29,22 +29,6 @@ import pandas as pd
 from personalizer.features.engagement_times import machine_opens, naive_utc
 from personalizer.schema import EMAIL_EVENT_TYPES, EventType
 
-SEND_COLUMNS = [
-    "customer_id",
-    "campaign_id",
-    "sent_at",
-    "sent",
-    "delivered",
-    "bounced",
-    "human_open",
-    "machine_open",
-    "clicked",
-    "unsubscribed",
-    "flow",
-    "step",
-    "experiment",
-    "variant",
-]
 FLAG_COLUMNS = [
     "sent",
     "delivered",
@@ -53,6 +37,16 @@ FLAG_COLUMNS = [
     "machine_open",
     "clicked",
     "unsubscribed",
+]
+SEND_COLUMNS = [
+    "customer_id",
+    "campaign_id",
+    "sent_at",
+    *FLAG_COLUMNS,
+    "flow",
+    "step",
+    "experiment",
+    "variant",
 ]
 EMAIL_TYPES = tuple(sorted(t.value for t in EMAIL_EVENT_TYPES))
 FLOW_SEPARATOR = "."
