@@ -19,7 +19,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +123,16 @@ class EventStore(ABC):
 
         Sequence numbers follow commit order and are never reused, but may have gaps (a duplicate
         can consume one), as a PostgreSQL sequence would."""
+
+    def pages(self, since_seq: int = 0, limit: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Every event after `since_seq`, `limit` at a time (`read`, resumed from each page's
+        last `seq`): the whole store without holding it in memory at once."""
+        while True:
+            page = self.read(since_seq=since_seq, limit=limit)
+            if page.empty:
+                return
+            since_seq = int(page["seq"].iloc[-1])
+            yield page
 
     @abstractmethod
     def count(self) -> int:

@@ -169,13 +169,9 @@ def _event_store(
     path = store_path(settings)
     if not path.exists():
         return pd.DataFrame(columns=EVENT_COLUMNS)
-    parts, last = [], 0
+    parts = []
     with SqliteEventStore(path) as store:
-        while True:
-            page = store.read(since_seq=last, limit=50_000)
-            if page.empty:
-                break
-            last = int(page["seq"].iloc[-1])
+        for page in store.pages():
             keep = page["type"].isin(types) & (page["occurred_at"] < end)
             if start is not None:
                 keep &= (page["occurred_at"] >= start) | page["type"].isin(ALL_TIME)

@@ -156,14 +156,8 @@ def read_event_store(settings: Settings) -> pd.DataFrame:
     path = store_path(settings)
     if not path.exists():
         return pd.DataFrame(columns=EVENT_COLUMNS)
-    pages, seq = [], 0
     with SqliteEventStore(path) as store:
-        while True:
-            page = store.read(since_seq=seq, limit=_PAGE)
-            if page.empty:
-                break
-            pages.append(page)
-            seq = int(page["seq"].max())
+        pages = list(store.pages(limit=_PAGE))
     return pd.concat(pages, ignore_index=True) if pages else pd.DataFrame(columns=EVENT_COLUMNS)
 
 
