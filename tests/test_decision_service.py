@@ -210,6 +210,19 @@ def test_unreadable_bodies_are_400s(client: TestClient) -> None:
     assert client.post("/v1/decide", content=b"[1, 2]").status_code == 422
 
 
+def test_a_body_over_the_size_limit_is_a_413(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSONALIZER_MAX_BODY_MB", "0.001")  # about 1 KB
+    state = client.app.state.service  # type: ignore[attr-defined]
+    small = TestClient(create_app(state.settings, snapshot=state.decider.snapshot))
+    ids = [f"C{i:06d}" for i in range(200)]
+    response = small.post("/v1/segments", json={"customer_ids": ids})
+    assert response.status_code == 413, response.text
+    assert "PERSONALIZER_MAX_BODY_MB" in response.json()["error"]
+    assert small.post("/v1/segments", json={"customer_ids": ids[:3]}).status_code == 200
+
+
 # --------------------------------------------------------------------------------- events
 def test_events_need_the_token_and_update_memberships_at_once(
     client: TestClient, customers: pd.DataFrame

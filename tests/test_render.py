@@ -429,3 +429,25 @@ def test_cached_blocks_never_carry_one_customers_values_to_another() -> None:
         assert code in email.text
         assert not any(other in email.html or other in email.text for other in others)
     assert renderer._block_cache  # blocks were cached, and reused for the repeated code
+
+
+def test_only_the_slots_an_email_shows_are_rendered(tmp_path: Path) -> None:
+    # A hero block that cannot render: an email without `blocks.hero` does not render it...
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "hero_default.html.j2").write_text("{{ (shop.name | length) // 0 }}")
+    context = sample_context("vip_offer", segments=[])
+    email = Renderer(tmp_path).render("vip_offer", context)
+    assert email.blocks["hero"].name == "hero_default"  # still chosen, and reported
+    assert "Shop Now" in email.html
+    # ...one that shows it fails, naming the block...
+    with pytest.raises(TemplateError, match="hero_default"):
+        Renderer(tmp_path).render("welcome", sample_context("welcome", segments=[]))
+    # ...and one that reads `blocks` as a whole renders every slot.
+    for suffix, body in (
+        (".html.j2", "{{ blocks['hero'] }}{% for s in blocks %}{{ s }}{% endfor %}"),
+        (".txt.j2", "{{ blocks.offer }}"),
+    ):
+        (tmp_path / f"loop{suffix}").write_text(body + " {{ unsubscribe_url }}")
+    (tmp_path / "loop.subject.j2").write_text("Hi")
+    with pytest.raises(TemplateError, match="hero_default"):
+        Renderer(tmp_path).render("loop", sample_context("welcome", segments=[]))

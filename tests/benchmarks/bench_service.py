@@ -125,10 +125,23 @@ def _ms(match: re.Match[str] | None) -> float:
 
 
 def lua(path: Path, ids: list[str], body: str) -> Path:
-    """A wrk script posting `body` (a Lua expression over `id`, `day`) for random customers."""
+    """A wrk script posting `body` (a Lua expression over `id`, `day`) for random customers.
+
+    Each wrk thread seeds its own random numbers: unseeded, every thread draws the same
+    customers and days in the same order, and the second thread's "fresh" decisions would be
+    answered from the decision cache the first one filled.
+    """
     listed = ",".join(json.dumps(i) for i in ids)
     path.write_text(
         f"ids = {{{listed}}}\n"
+        "local threads = 0\n"
+        "function setup(thread)\n"
+        "  threads = threads + 1\n"
+        "  thread:set(\"seed\", threads * 7919)\n"
+        "end\n"
+        "function init(args)\n"
+        "  math.randomseed(seed)\n"
+        "end\n"
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         "request = function()\n"

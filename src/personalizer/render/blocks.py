@@ -37,6 +37,7 @@ precedence is meant to be used. Invalid files raise `BlockRuleError` naming the 
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -154,7 +155,7 @@ class BlockRules:
     source: str = "<string>"
     conflicts: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def slots(self) -> tuple[str, ...]:
         """Every slot some rule fills, in order of first appearance."""
         return tuple(dict.fromkeys(rule.slot for rule in self.rules))

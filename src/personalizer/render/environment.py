@@ -145,6 +145,23 @@ def track(context: Context, url: Any, slot: Any, position: Any = 1) -> str:
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(("*", "**"))
 
+    def make_globals(self, d: Any = None) -> Any:
+        # A plain dict, not Jinja's ChainMap over `self.globals`: every context made for a
+        # template takes `set()` of its globals, and iterating a ChainMap costs µs, several
+        # times an email. Our globals are set in `create_environment` and never change after.
+        return {**self.globals, **(d or {})}
+
+    def _load_template(self, name: str, globals: Any) -> Any:
+        # An `{% include %}` looks its template up on every render, through Jinja's locked LRU
+        # cache: a dict instead (`auto_reload` is off, a loaded template never changes).
+        if globals:
+            return super()._load_template(name, globals)
+        memo: dict[str, Any] = self.__dict__.setdefault("_memo", {})
+        template = memo.get(name)
+        if template is None:
+            template = memo[name] = super()._load_template(name, globals)
+        return template
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `product.title` on a plain dict: its key first. Jinja tries the attribute first, which
         # for a dict fails with an exception on every access, a fifth of the render time.

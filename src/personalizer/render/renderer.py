@@ -100,6 +100,7 @@ class Renderer:
         self._names: list[str] | None = None
         self._block_names: dict[str, tuple[str, ...]] = {}
         self._block_cache: dict[tuple[str, ...], tuple[Markup, str]] = {}
+        self._slots_used: dict[str, frozenset[str] | None] = {}
         self._card_reads: dict[str, tuple[tuple[str, ...], Callable[[Any], Any] | None]] = {}
         self._card_cache: dict[tuple[Any, ...], str] = {}
         self.env.filters["card"] = self._product_card
@@ -169,7 +170,9 @@ class Renderer:
             chosen = dict(select_blocks(self.rules, values) if blocks is None else blocks)
         except Exception as exc:
             raise TemplateError(template, None, f"cannot select blocks: {exc}") from exc
-        html_blocks, text_blocks = self._render_blocks(chosen, values)
+        used = self._used_slots(template)
+        shown = chosen if used is None else {s: b for s, b in chosen.items() if s in used}
+        html_blocks, text_blocks = self._render_blocks(shown, values)
         subject = " ".join(self._render(template + ".subject.j2", values).split())
         values["subject"] = subject
         values["blocks"] = html_blocks
@@ -230,6 +233,37 @@ class Renderer:
                     self._block_cache[key] = cached
             html[slot], text[slot] = cached
         return html, text
+
+    def _used_slots(self, template: str) -> frozenset[str] | None:
+        """The slots an email's parts read as `blocks.<slot>` (or `blocks["slot"]`), through the
+        templates they extend and include; None when `blocks` is used any other way (so every
+        slot is rendered). A block chosen for a slot the email does not show is not rendered."""
+        if template in self._slots_used:
+            return self._slots_used[template]
+        used: set[str] | None = set()
+        seen: set[str] = set()
+        todo = [template + _SUFFIX["html"], template + _SUFFIX["text"]]
+        while todo and used is not None:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+                tree = self.env.parse(source)
+            except Exception:  # a missing or broken part fails in the render, with its error
+                used = None
+                break
+            for ref in meta.find_referenced_templates(tree):
+                if ref is None:  # a template named at run time: anything may be read
+                    used = None
+                    break
+                todo.append(ref)
+            if used is not None:
+                used = _slot_reads(tree, used)
+        found = None if used is None else frozenset(used)
+        self._slots_used[template] = found
+        return found
 
     def _block_inputs(self, path: str, values: Mapping[str, Any]) -> tuple[str, ...]:
         """The values of the context variables a block's two templates read, as text."""
@@ -330,3 +364,21 @@ class Renderer:
             except Exception as exc:
                 raise template_error(exc, self.env, name) from exc
             raise  # unreachable: handle_exception always raises
+
+
+def _slot_reads(tree: nodes.Template, used: set[str]) -> set[str] | None:
+    """`used` plus the slots `tree` reads from `blocks`; None if it uses `blocks` otherwise."""
+    reads = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = node.node
+        if not (isinstance(inner, nodes.Name) and inner.name == "blocks"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            used.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            used.add(node.arg.value)
+        else:
+            return None
+        reads += 1
+    names = sum(1 for n in tree.find_all(nodes.Name) if n.name == "blocks" and n.ctx == "load")
+    return used if names == reads else None
