@@ -137,7 +137,7 @@ def lua(path: Path, ids: list[str], body: str) -> Path:
         "local threads = 0\n"
         "function setup(thread)\n"
         "  threads = threads + 1\n"
-        "  thread:set(\"seed\", threads * 7919)\n"
+        '  thread:set("seed", threads * 7919)\n'
         "end\n"
         "function init(args)\n"
         "  math.randomseed(seed)\n"
