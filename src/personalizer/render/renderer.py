@@ -370,6 +370,7 @@ def _slot_reads(tree: nodes.Template, used: set[str]) -> set[str] | None:
     """`used` plus the slots `tree` reads from `blocks`; None if it uses `blocks` otherwise."""
     reads = 0
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         inner = node.node
         if not (isinstance(inner, nodes.Name) and inner.name == "blocks"):
             continue
