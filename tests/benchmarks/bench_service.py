@@ -38,6 +38,7 @@ import httpx
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_BATCH_PER_S = 5_000.0
+REQUESTS_PER_THREAD = 150_000  # more than a wrk thread sends in a run here: none repeats
 DEFAULT_WORKERS = min(len(os.sched_getaffinity(0)), 8)  # what `serve` picks here (--workers 0)
 FLOOR_APP = textwrap.dedent(
     """
@@ -101,11 +102,17 @@ def wait_ready(url: str, timeout: float = 600.0) -> float:
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
+_RUNS = iter(range(1, 1_000_000))  # each wrk run draws other customers and days
+
+
 def wrk(url: str, script: Path | None, seconds: int) -> dict[str, float]:
     command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
     if script is not None:
         command += ["-s", str(script)]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    command.append(url)
+    if script is not None:
+        command += ["--", str(next(_RUNS))]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+([\d.]+)(us|ms|s)", out))
     p50 = _ms(re.search(r"50%\s+([\d.]+)(us|ms|s)", out))
@@ -127,9 +134,12 @@ def _ms(match: re.Match[str] | None) -> float:
 def lua(path: Path, ids: list[str], body: str) -> Path:
     """A wrk script posting `body` (a Lua expression over `id`, `day`) for random customers.
 
-    Each wrk thread seeds its own random numbers: unseeded, every thread draws the same
-    customers and days in the same order, and the second thread's "fresh" decisions would be
-    answered from the decision cache the first one filled.
+    Each wrk thread seeds its own random numbers, from its number and the run's (the script's
+    argument): unseeded, every thread draws the same customers and days in the same order, and
+    the second thread's "fresh" decisions would be answered from the decision cache the first one
+    filled. The requests are made when the thread starts, as many as it can send in a run: the
+    floor's requests cost wrk no script at all, and wrk shares the machine's two cores with the
+    service, so making each request during the run would count its cost against the service.
     """
     listed = ",".join(json.dumps(i) for i in ids)
     path.write_text(
@@ -137,18 +147,24 @@ def lua(path: Path, ids: list[str], body: str) -> Path:
         "local threads = 0\n"
         "function setup(thread)\n"
         "  threads = threads + 1\n"
-        '  thread:set("seed", threads * 7919)\n'
+        '  thread:set("thread", threads)\n'
         "end\n"
         "function init(args)\n"
-        "  math.randomseed(seed)\n"
-        "end\n"
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        "request = function()\n"
-        "  local id = ids[math.random(#ids)]\n"
-        '  local day = string.format("20%02d-%02d-%02dT12:00:00", math.random(30, 60), '
+        "  math.randomseed(thread * 7919 + 104729 * tonumber(args[1] or 0))\n"
+        '  wrk.method = "POST"\n'
+        '  wrk.headers["Content-Type"] = "application/json"\n'
+        "  requests = {}\n"
+        f"  for i = 1, {REQUESTS_PER_THREAD} do\n"
+        "    local id = ids[math.random(#ids)]\n"
+        '    local day = string.format("20%02d-%02d-%02dT12:00:00", math.random(30, 60), '
         "math.random(1, 12), math.random(1, 28))\n"
-        f"  return wrk.format(nil, nil, nil, {body})\n"
+        f"    requests[i] = wrk.format(nil, nil, nil, {body})\n"
+        "  end\n"
+        "  sent = 0\n"
+        "end\n"
+        "request = function()\n"
+        "  sent = sent % #requests + 1\n"
+        "  return requests[sent]\n"
         "end\n"
     )
     return path

@@ -213,7 +213,7 @@ class Decider:
         ranked = self._candidates(customer_id, strategy)
         return self._cards(ranked, n, filters or Filters(), campaign, "products")
 
-    def _candidates(self, customer_id: str, strategy: str) -> list[Candidate]:
+    def _candidates(self, customer_id: str, strategy: str) -> Iterable[Candidate]:
         snap = self.snapshot
         if strategy == "trending":
             return self._trending
@@ -236,7 +236,8 @@ class Decider:
                 else "no purchase history"
             )
             return [(p, s, "trending", f"popular: {why}") for p, s in snap.trending]
-        return [(p, s, st, f"personal ({st})") for p, s, st in mine]
+        # lazily: a product block reads the first few, and the reason is text made per item
+        return ((p, s, st, _personal_reason(st)) for p, s, st in mine)
 
     def _similar(self, anchors: Sequence[str], strategy: str, reason: str) -> list[Candidate]:
         out: list[Candidate] = []
@@ -454,7 +455,7 @@ class Decider:
             "reasons": reasons,
         }
 
-    def _plan(self, customer_id: str, template: str) -> tuple[list[Candidate], str]:
+    def _plan(self, customer_id: str, template: str) -> tuple[Iterable[Candidate], str]:
         """The products a template shows first, and how they were chosen."""
         snap = self.snapshot
         if template == "cart_reminder" and snap.cart.get(customer_id):
@@ -637,6 +638,11 @@ def next_local_hour(hour_of_week: int, zone: str, after: pd.Timestamp | datetime
             return utc
         wall += _ONE_WEEK
     raise AssertionError("a weekly hour always comes within three weeks")
+
+
+@functools.lru_cache(maxsize=64)
+def _personal_reason(strategy: str) -> str:
+    return f"personal ({strategy})"
 
 
 @functools.lru_cache(maxsize=4096)  # wall times around a change of offset
