@@ -35,6 +35,7 @@ from personalizer.privacy.erasure import erase_customer, erase_route_handler, re
 from personalizer.privacy.export import export_customer
 from personalizer.privacy.pseudonym import (
     KEY_ENV,
+    ErasedCustomers,
     drop_erased,
     erased_pseudonyms,
     load_key,
@@ -174,6 +175,15 @@ def test_export_then_erase_leaves_nothing_of_the_customer_anywhere(
     erased = runner.invoke(customers_cli, ["erase", target, "--yes", "--home", str(home)])
     assert erased.exit_code == 0, erased.output
     assert "warehouse.orders" in erased.output
+    # the shop's feeds still hold them: a re-import and their late events bring nothing back
+    output = invoke(home, "data", "import", str(home.parent / "feed" / "customers.csv"))
+    assert "rows of erased customers dropped: 1" in output, output
+    with SqliteEventStore(events_path(settings)) as store:
+        late = [cart("late-1", target, "p-any", NOW), cart("late-2", shop["other"], "p-any", NOW)]
+        result = ingest_events(
+            store, late, quarantine_dir=settings.quarantine_dir, erased=ErasedCustomers(settings)
+        )
+    assert (result.erased, result.accepted) == (1, 1)
 
     traces = find_traces(home, [target, email])
     assert traces == [], [(str(t.path.relative_to(home)), t.where, t.needle) for t in traces]

@@ -143,6 +143,9 @@ def data_import(
             f"{r.quarantined_total:,}",
         )
     console.print(summary)
+    erased = sum(r.erased for r in reports)
+    if erased:
+        console.print(f"rows of erased customers dropped: {erased:,} (they stay erased)")
     reasons: dict[tuple[str, str], int] = {}
     for r in reports:
         for reason, n in r.quarantined.items():
@@ -605,6 +608,7 @@ def events_ingest(
 ) -> None:
     """Validate events, store new ones durably in the event store, quarantine the bad ones."""
     from personalizer.data.event_store import EventStoreBusy, ingest_file, open_event_store
+    from personalizer.privacy.pseudonym import ErasedCustomers
 
     settings = _settings(home)
     if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
@@ -618,12 +622,14 @@ def events_ingest(
                     fmt=fmt,  # type: ignore[arg-type]
                     quarantine_dir=settings.quarantine_dir,
                     batch_rows=settings.batch_rows,
+                    erased=ErasedCustomers(settings),
                 )
         except EventStoreBusy as exc:
             raise _fail(str(exc)) from exc
     console.print(
         f"{path}: {result.accepted:,} accepted, {result.duplicates:,} duplicate, "
         f"{len(result.rejected):,} rejected; last sequence number {result.last_seq:,}"
+        + (f"; {result.erased:,} of erased customers dropped" if result.erased else "")
     )
     if result.rejected:
         detail = Table(title="rejected by reason")

@@ -482,10 +482,15 @@ async def events(request: Request, state: ServiceState) -> Any:
 
     def run() -> dict[str, Any]:
         from personalizer.data.event_store import ingest_events, open_event_store
+        from personalizer.privacy.pseudonym import ErasedCustomers
 
         with open_event_store(state.settings) as store:
             result = ingest_events(
-                store, body.events, quarantine_dir=state.settings.quarantine_dir, source="api"
+                store,
+                body.events,
+                quarantine_dir=state.settings.quarantine_dir,
+                source="api",
+                erased=ErasedCustomers(state.settings),
             )
         moved = state.catch_up()
         state.events.labels("accepted").inc(result.accepted)
@@ -498,6 +503,7 @@ async def events(request: Request, state: ServiceState) -> Any:
                 {"row": r.row, "event_id": r.event_id, "reason": r.reason} for r in result.rejected
             ][:100],
             "rejected_total": len(result.rejected),
+            "erased": result.erased,
             "membership_changes": moved["changes"],
         }
 

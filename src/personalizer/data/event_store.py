@@ -31,6 +31,7 @@ from personalizer.config import Settings
 from personalizer.data.feeds import Format, detect_format, iter_batches, read_header
 from personalizer.data.quarantine import QuarantineWriter, _plain
 from personalizer.data.validate import check_header, normalise_columns, validate_frame
+from personalizer.privacy.pseudonym import ErasedCustomers
 from personalizer.schema import columns
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class IngestResult:
         rejected: events refused by validation, with reasons; none of them was stored.
         last_seq: the store's highest sequence number when this call committed (0 if empty).
         quarantine_file: where the rejected events were written, if anywhere.
+        erased: events of erased customers, dropped unread (neither stored nor quarantined).
     """
 
     accepted: int = 0
@@ -89,6 +91,7 @@ class IngestResult:
     rejected: tuple[Rejection, ...] = ()
     last_seq: int = 0
     quarantine_file: Path | None = None
+    erased: int = 0
 
     @property
     def reasons(self) -> Counter[str]:
@@ -102,6 +105,7 @@ class IngestResult:
             rejected=self.rejected + other.rejected,
             last_seq=max(self.last_seq, other.last_seq),
             quarantine_file=other.quarantine_file or self.quarantine_file,
+            erased=self.erased + other.erased,
         )
 
 
@@ -320,6 +324,7 @@ def ingest_events(
     *,
     quarantine_dir: Path | None = None,
     source: str = "events",
+    erased: ErasedCustomers | None = None,
 ) -> IngestResult:
     """Validate events, store the good ones durably in one transaction, reject the rest.
 
@@ -331,6 +336,8 @@ def ingest_events(
         quarantine_dir: when given, rejected events are written there as the importers do
             (`<dir>/events/<stamp>-<source>.jsonl`), after the store has committed.
         source: names the input in the quarantine.
+        erased: the home's erased customers, whose events are dropped: an erased customer's
+            shop may still send their events, and they must not come back.
 
     Returns:
         `IngestResult`; everything counted as accepted or duplicate is durably stored.
@@ -338,6 +345,11 @@ def ingest_events(
     frame = normalise_columns(_as_frame(records))
     if "_row" not in frame.columns:
         frame["_row"] = range(len(frame))
+    dropped = 0
+    if erased and "customer_id" in frame.columns:
+        gone = erased.mask(frame["customer_id"]).to_numpy()
+        dropped = int(gone.sum())
+        frame = frame[~gone]
     frame, unreadable = _reader_errors(frame)
     checked = validate_frame("events", frame) if len(frame) else None
     bad = [b for b in (unreadable, checked.bad if checked else None) if b is not None and len(b)]
@@ -355,7 +367,7 @@ def ingest_events(
         sorted((r for part in bad for r in _rejections(part)), key=lambda r: r.row or 0)
     )
     path = writer.publish() if writer is not None else None
-    return replace(result, rejected=rejected, quarantine_file=path)
+    return replace(result, rejected=rejected, quarantine_file=path, erased=dropped)
 
 
 def ingest_file(
@@ -365,6 +377,7 @@ def ingest_file(
     fmt: Format | None = None,
     quarantine_dir: Path | None = None,
     batch_rows: int = 100_000,
+    erased: ErasedCustomers | None = None,
 ) -> IngestResult:
     """Ingest an events feed (CSV, Parquet, JSON Lines), one transaction per batch of rows.
 
@@ -375,7 +388,9 @@ def ingest_file(
     check_header("events", read_header(path, fmt), str(path))
     total = IngestResult()
     for batch in iter_batches(path, fmt, batch_rows):
-        part = ingest_events(store, batch, quarantine_dir=quarantine_dir, source=str(path))
+        part = ingest_events(
+            store, batch, quarantine_dir=quarantine_dir, source=str(path), erased=erased
+        )
         total = total + part
     log.info(
         "%s → events: %d accepted, %d duplicates, %d rejected",

@@ -26,6 +26,7 @@ from personalizer.data.feeds import Format, detect_format, iter_batches, read_he
 from personalizer.data.quarantine import QuarantineWriter
 from personalizer.data.validate import FeedError, check_header, normalise_columns, validate_frame
 from personalizer.data.warehouse import Warehouse, is_disk_full
+from personalizer.privacy.pseudonym import ErasedCustomers
 from personalizer.schema import RECORDS, TABLES
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ImportReport:
     quarantine_file: Path | None = None
     inferred_customers: int = 0
     inferred_products: int = 0
+    erased: int = 0  # rows of erased customers, dropped unread (never quarantined)
 
     @property
     def quarantined_total(self) -> int:
@@ -146,9 +148,16 @@ class _Import:
         writer = QuarantineWriter(self.settings.quarantine_dir, table, source)
         self.done.append((report, writer))
         staging = f"_stage_{table}"
+        erased = ErasedCustomers(self.settings)
         for raw in batches:
             report.rows_read += len(raw)
-            batch, rejected = _split_errors(normalise_columns(raw))
+            raw = normalise_columns(raw)
+            if erased and "customer_id" in raw.columns:
+                # an erased customer stays erased: a re-import brings nothing of them back
+                gone = erased.mask(raw["customer_id"]).to_numpy()
+                report.erased += int(gone.sum())
+                raw = raw[~gone]
+            batch, rejected = _split_errors(raw)
             writer.add(rejected)
             checked = validate_frame(table, batch)
             writer.add(checked.bad)
@@ -178,12 +187,13 @@ class _Import:
             }
         )
         log.info(
-            "%s → %s: %d read, %d added, %d quarantined",
+            "%s → %s: %d read, %d added, %d quarantined, %d of erased customers dropped",
             source,
             table,
             report.rows_read,
             report.added,
             report.quarantined_total,
+            report.erased,
         )
         return report
 

@@ -95,29 +95,56 @@ def add_erased(settings: Settings, pseudonym: str) -> bool:
     return True
 
 
+class ErasedCustomers:
+    """The erased list of a home, asked about customer ids (by their pseudonyms).
+
+    Read once when made. Free when nobody was erased (no key is read, nothing is hashed);
+    otherwise each distinct id is hashed once and remembered.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pseudonyms = erased_pseudonyms(settings)
+        self._key: bytes | None = None
+        self._known: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.pseudonyms)
+
+    def __contains__(self, customer_id: object) -> bool:
+        if not self.pseudonyms:
+            return False
+        text = str(customer_id).strip()
+        gone = self._known.get(text)
+        if gone is None:
+            if self._key is None:
+                self._key = load_key(self.settings)
+            gone = self._known[text] = pseudonymize(text, self._key) in self.pseudonyms
+        return gone
+
+    def mask(self, ids: pd.Series) -> pd.Series:
+        """True where the id is an erased customer's (missing ids are not)."""
+        if not self.pseudonyms:
+            return pd.Series(False, index=ids.index)
+        text = ids.astype("string")
+        gone = {c for c in text.dropna().unique() if c in self}
+        return text.isin(gone).fillna(False).astype(bool)
+
+
 def drop_erased(
     settings: Settings, frame: pd.DataFrame, column: str = "customer_id"
 ) -> pd.DataFrame:
-    """`frame` without the rows of erased customers (what training calls on what it reads).
-
-    Cheap when nobody was erased (no key is read, nothing is hashed); otherwise each distinct
-    customer is hashed once.
-    """
-    erased = erased_pseudonyms(settings)
+    """`frame` without the rows of erased customers (what training calls on what it reads)."""
+    erased = ErasedCustomers(settings)
     if not erased or frame is None or column not in frame.columns or frame.empty:
         return frame
-    key = load_key(settings)
-    ids = frame[column].astype(str)
-    gone = {c for c in ids.unique() if pseudonymize(c, key) in erased}
-    if not gone:
+    gone = erased.mask(frame[column])
+    if not gone.any():
         return frame
-    return frame[~ids.isin(gone)].reset_index(drop=True)
+    return frame[~gone.to_numpy()].reset_index(drop=True)
 
 
 def erased_ids(settings: Settings, candidates: Iterable[str]) -> set[str]:
     """Which of `candidates` (customer ids) are on the erased list."""
-    erased = erased_pseudonyms(settings)
-    if not erased:
-        return set()
-    key = load_key(settings)
-    return {c for c in candidates if pseudonymize(str(c), key) in erased}
+    erased = ErasedCustomers(settings)
+    return {c for c in candidates if c in erased} if erased else set()
