@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import invoke
 from personalizer.config import Settings
 from personalizer.data.importer import import_path
 from personalizer.data.validate import FeedError
@@ -280,3 +281,25 @@ def test_a_locked_warehouse_gives_a_clear_error(settings: Settings) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_quarantine_files_are_deleted_after_the_retention(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = settings.quarantine_dir / "customers" / "20200101T000000000000Z-customers.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"record": {"email": "old@example.com"}}\n')
+    feed = tmp_path / "customers.csv"
+    feed.write_text("customer_id,email,timezone\nc1,a@example.com,Mars/Olympus\n")
+    import_path(settings, feed)
+    kept = sorted((settings.quarantine_dir / "customers").glob("*.jsonl"))
+    assert old not in kept  # older than the 90 days by default
+    assert len(kept) == 1
+    assert "Mars/Olympus" in kept[0].read_text()  # this import's bad row
+    monkeypatch.setenv("PERSONALIZER_QUARANTINE_RETENTION_DAYS", "soon")
+    with pytest.raises(FeedError, match=r"PERSONALIZER_QUARANTINE_RETENTION_DAYS.*'soon'"):
+        import_path(settings, feed)
+    monkeypatch.delenv("PERSONALIZER_QUARANTINE_RETENTION_DAYS")
+    output = invoke(settings.home, "data", "purge-quarantine", "--older-than", "0")
+    assert "1 quarantine files deleted" in output
+    assert not list(settings.quarantine_dir.glob("*/*.jsonl"))

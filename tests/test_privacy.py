@@ -230,7 +230,7 @@ def test_raw_emails_live_only_in_the_warehouse_customers_table(shop: dict[str, A
         for t in find_traces(settings.home, list(emails))
     }
     # the feeds the shop was imported from hold them too (sources, not stores); the quarantine
-    # holds the bad row's original record until the customer is erased
+    # holds the bad row's original record until the customer is erased or the retention ends
     places = {p for p in places if not p[0].startswith(("synthetic/", "quarantine/"))}
     assert places == {("warehouse.duckdb", "customers.email")}
 

@@ -166,6 +166,29 @@ def data_import(
         console.print(f"inferred from orders: {c:,} customers, {p:,} products")
 
 
+@data_app.command("purge-quarantine")
+def purge_quarantine_command(
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            help="days; default PERSONALIZER_QUARANTINE_RETENTION_DAYS, else 90",
+            min=0,
+        ),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Delete quarantine files past the retention (every import does it too)."""
+    from personalizer.data.quarantine import purge_quarantine
+
+    settings = _settings(home)
+    try:
+        removed = purge_quarantine(settings.quarantine_dir, older_than)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"{len(removed):,} quarantine files deleted from {settings.quarantine_dir}")
+
+
 @data_app.command("stats")
 def data_stats(home: HomeOption = None) -> None:
     """Row counts, date ranges and customers/products per table."""

@@ -23,7 +23,7 @@ import pandas as pd
 from personalizer.config import Settings
 from personalizer.data import adapters
 from personalizer.data.feeds import Format, detect_format, iter_batches, read_header
-from personalizer.data.quarantine import QuarantineWriter
+from personalizer.data.quarantine import QuarantineWriter, purge_quarantine
 from personalizer.data.validate import FeedError, check_header, normalise_columns, validate_frame
 from personalizer.data.warehouse import Warehouse, is_disk_full
 from personalizer.privacy.pseudonym import ErasedCustomers
@@ -311,6 +311,12 @@ def import_path(
         raise FeedError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if source == "auto":
         source = "canonical" if path.is_dir() else adapters.detect(path) or "canonical"
+    try:
+        purged = purge_quarantine(settings.quarantine_dir)  # bad rows are kept for the retention
+    except ValueError as exc:  # a retention that is not a number of days
+        raise FeedError(str(exc)) from None
+    if purged:
+        log.info("%d quarantine files past the retention deleted", len(purged))
     with Warehouse(settings.warehouse_path, wait_seconds=LOCK_WAIT_SECONDS) as wh:
         with _Import(wh, settings) as job:
             if source != "canonical":

@@ -3,6 +3,10 @@
 One JSON Lines file per import and table, under `<home>/quarantine/<table>/`. Each line holds the row's
 position in its source, the field and value that failed, the reason, and the original row as read.
 The file is written to a temporary name and published only after the warehouse commit succeeds.
+
+The original rows may hold personal data (an email with a typo), so quarantine files are kept for
+a retention (`PERSONALIZER_QUARANTINE_RETENTION_DAYS`, default 90) and then deleted by
+`purge_quarantine`, which every import and `personalizer data purge-quarantine` run.
 """
 
 from __future__ import annotations
@@ -104,3 +108,53 @@ class QuarantineWriter:
                 self._handle.close()
             self._handle = None
         self._tmp.unlink(missing_ok=True)
+
+
+RETENTION_ENV = "PERSONALIZER_QUARANTINE_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 90.0
+_STAMP = re.compile(r"^(\d{8}T\d{6})\d*Z-")
+
+
+def retention_days(default: float = DEFAULT_RETENTION_DAYS) -> float:
+    """`PERSONALIZER_QUARANTINE_RETENTION_DAYS`, else `default`.
+
+    Raises:
+        ValueError: the variable is not a positive number of days.
+    """
+    raw = os.environ.get(RETENTION_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{RETENTION_ENV} must be a number of days, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{RETENTION_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def purge_quarantine(
+    directory: Path, older_than_days: float | None = None, now: datetime | None = None
+) -> list[Path]:
+    """Delete the quarantine files written more than `older_than_days` ago; the paths deleted.
+
+    A file's age is the time in its name (when its import ran), else its modification time.
+    Unfinished files (`.partial`, an import still running) are left alone.
+    """
+    days = retention_days() if older_than_days is None else older_than_days
+    moment = now if now is not None else datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    cutoff = moment.timestamp() - days * 86_400
+    removed = []
+    for path in sorted(directory.glob("*/*.jsonl")) if directory.exists() else []:
+        match = _STAMP.match(path.name)
+        if match:
+            written = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            age = written.timestamp()
+        else:
+            age = path.stat().st_mtime
+        if age < cutoff:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
