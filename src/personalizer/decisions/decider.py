@@ -235,7 +235,8 @@ class Decider:
                 if not snap.status.get("recommender") or not snap.status["recommender"].loaded
                 else "no purchase history"
             )
-            return [(p, s, "trending", f"popular: {why}") for p, s in snap.trending]
+            reason = f"popular: {why}"
+            return ((p, s, "trending", reason) for p, s in snap.trending)
         # lazily: a product block reads the first few, and the reason is text made per item
         return ((p, s, st, _personal_reason(st)) for p, s, st in mine)
 
