@@ -70,3 +70,21 @@ def cpu_threads() -> int:
             raise ValueError(f"{THREADS_ENV} must be at least 1, got {raw!r}")
         return value
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def days_from_env(name: str, default: float) -> float:
+    """A positive number of days from the environment variable `name`, else `default`.
+
+    Raises:
+        ValueError: the variable is set but not a positive number, naming it and its value.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of days, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value

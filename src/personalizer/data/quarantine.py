@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from personalizer.config import days_from_env
+
 
 def _plain(value: Any) -> Any:
     if value is None:
@@ -116,21 +118,8 @@ _STAMP = re.compile(r"^(\d{8}T\d{6})\d*Z-")
 
 
 def retention_days(default: float = DEFAULT_RETENTION_DAYS) -> float:
-    """`PERSONALIZER_QUARANTINE_RETENTION_DAYS`, else `default`.
-
-    Raises:
-        ValueError: the variable is not a positive number of days.
-    """
-    raw = os.environ.get(RETENTION_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{RETENTION_ENV} must be a number of days, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{RETENTION_ENV} must be positive, got {raw!r}")
-    return value
+    """`PERSONALIZER_QUARANTINE_RETENTION_DAYS`, else `default` (ValueError when not positive)."""
+    return days_from_env(RETENTION_ENV, default)
 
 
 def purge_quarantine(

@@ -14,7 +14,6 @@ process dies is lost: at most `batch_size` records or `flush_seconds` of decisio
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from personalizer.config import Settings
+from personalizer.config import Settings, days_from_env
 from personalizer.privacy.pseudonym import load_key, privacy_dir, pseudonymize
 
 RETENTION_ENV = "PERSONALIZER_AUDIT_RETENTION_DAYS"
@@ -50,21 +49,8 @@ def audit_path(settings: Settings) -> Path:
 
 
 def retention_from_env(default: float = DEFAULT_RETENTION_DAYS) -> float:
-    """`PERSONALIZER_AUDIT_RETENTION_DAYS`, else `default`.
-
-    Raises:
-        ValueError: the variable is not a positive number.
-    """
-    raw = os.environ.get(RETENTION_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{RETENTION_ENV} must be a number of days, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{RETENTION_ENV} must be positive, got {raw!r}")
-    return value
+    """`PERSONALIZER_AUDIT_RETENTION_DAYS`, else `default` (ValueError when not positive days)."""
+    return days_from_env(RETENTION_ENV, default)
 
 
 def fingerprint(inputs: Mapping[str, Any]) -> str:
