@@ -101,16 +101,27 @@ def _send_hours(models: ScoringModels, ids: pd.Series) -> tuple[pd.Series, np.nd
 def _send_at(
     models: ScoringModels, hour: pd.Series, zones: pd.Series, consent: np.ndarray
 ) -> pd.Series:
+    """`next_local_hour` of each consenting customer with an hour, else null.
+
+    The answer depends only on (hour, zone), so it is computed once per distinct pair (at most
+    168 per zone) and spread back to the customers: per-customer datetime work was most of this.
+    """
     from personalizer.decisions.decider import next_local_hour
 
     after = models.as_of.to_pydatetime()
-    moments = [
-        next_local_hour(int(h), z if isinstance(z, str) and z else "UTC", after)
-        if ok and not pd.isna(h)
-        else None
-        for h, z, ok in zip(hour, zones, consent, strict=True)
-    ]
-    return pd.Series(pd.to_datetime(pd.Series(moments, dtype=object)), dtype="datetime64[us]")
+    moments = np.full(len(hour), np.datetime64("NaT"), dtype="datetime64[us]")
+    wanted = consent & hour.notna().to_numpy()
+    if wanted.any():
+        zone = zones.to_numpy(dtype=object)[wanted]
+        zone = np.asarray([z if isinstance(z, str) and z else "UTC" for z in zone], dtype=object)
+        pairs = pd.DataFrame({"hour": hour.to_numpy()[wanted].astype(np.int64), "zone": zone})
+        codes, distinct = pd.MultiIndex.from_frame(pairs).factorize()
+        answers = np.array(
+            [next_local_hour(int(h), str(z), after) for h, z in distinct],
+            dtype="datetime64[us]",
+        )
+        moments[wanted] = answers[codes]
+    return pd.Series(moments, dtype="datetime64[us]")
 
 
 def _recommend(models: ScoringModels, ids: list[str]) -> pd.DataFrame:

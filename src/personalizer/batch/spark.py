@@ -1,7 +1,8 @@
 """The Spark engine: the same `score_partition` as a PySpark job (`mapInPandas`).
 
-The prepared customers become a Spark DataFrame repartitioned by their `part`; each Spark task
-groups its rows by `part` and calls `score_partition` with the model bundle, which is broadcast once
+The prepared customers become a Spark DataFrame repartitioned so that each `part` of a wave is
+one Spark task (so the task slots get equal shares); each Spark task groups its rows by `part`
+and calls `score_partition` with the model bundle, which is broadcast once
 (`SparkContext.broadcast`: unpickled once per executor Python worker, which Spark reuses). Scores and
 recommendations come back as one long table (`table` says which), kept on disk and written twice,
 each with `partitionBy("part")` and dynamic partition overwrite, into the same folders as the local
@@ -88,6 +89,7 @@ def run_spark(
     waves = [list(parts[i : i + wave_size]) for i in range(0, len(parts), wave_size)]
     sizes = customers.groupby("part").size()
     out = Path(out).resolve()
+    slot_keys: dict[int, list[int]] = {}  # by wave size
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = broadcast.value
@@ -101,8 +103,12 @@ def run_spark(
     with progress_bar("scoring customers (spark)", int(sizes.sum()), show_progress) as advance:
         for wave in waves:
             rows = customers[customers["part"].isin(wave)]
-            frame = spark.createDataFrame(_input_rows(rows), schema=_input_schema())
-            frame = frame.repartition(len(wave), "part")
+            if len(wave) not in slot_keys:
+                slot_keys[len(wave)] = _slot_keys(spark, len(wave))
+            keys = slot_keys[len(wave)]
+            slots = rows["part"].map({part: keys[i] for i, part in enumerate(wave)})
+            frame = spark.createDataFrame(_input_rows(rows, slots), schema=_input_schema())
+            frame = frame.repartition(len(wave), "slot").drop("slot")
             result = frame.mapInPandas(score, schema=_long_schema()).persist(StorageLevel.DISK_ONLY)
             for table, columns in (
                 ("scores", SCORE_COLUMNS),
@@ -142,9 +148,28 @@ def _typed(F: Any, column: str) -> Any:
     return F.col(column)
 
 
-def _input_rows(rows: pd.DataFrame) -> pd.DataFrame:
+def _slot_keys(spark: SparkSession, tasks: int) -> list[int]:
+    """`tasks` integers that `repartition(tasks, column)` sends to `tasks` different Spark tasks.
+
+    Hashing the partition numbers themselves often puts two of a wave's partitions in one task
+    and none in another, which leaves a task slot idle while the other scores twice as much.
+    Spark's hash partitioning is `pmod(hash(column), tasks)`; the keys are found with it.
+    """
+    found: dict[int, int] = {}
+    probe = spark.range(0, 64 * tasks).selectExpr(
+        "cast(id as int) as key", f"pmod(hash(cast(id as int)), {tasks}) as task"
+    )
+    for row in probe.collect():
+        found.setdefault(int(row["task"]), int(row["key"]))
+    if len(found) < tasks:  # not expected: 64 tries per task
+        return list(range(tasks))
+    return [found[t] for t in range(tasks)]
+
+
+def _input_rows(rows: pd.DataFrame, slots: pd.Series) -> pd.DataFrame:
     frame = rows.loc[:, [*INPUT_COLUMNS, "part"]].copy()
     frame["part"] = frame["part"].astype("int32")
+    frame["slot"] = slots.astype("int32")
     frame["segments"] = [list(s) for s in frame["segments"]]
     frame["timezone"] = frame["timezone"].astype(object).where(frame["timezone"].notna(), None)
     return frame
@@ -179,6 +204,7 @@ def _input_schema() -> StructType:
             _double("predicted_value"),
             T.StructField("next_order_date", T.TimestampNTZType()),
             T.StructField("part", T.IntegerType()),
+            T.StructField("slot", T.IntegerType()),
         ]
     )
 
