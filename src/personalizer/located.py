@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import yaml
@@ -51,3 +52,12 @@ def node_line(
             break
         node = child
     return node.start_mark.line + 1
+
+
+def known_name(name: str, known: Collection[str], what: str) -> str:
+    """`name` when it is one of `known`; else a ValueError naming it, with the closest known names."""
+    if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown {what} {name!r}{hint}")
+    return name

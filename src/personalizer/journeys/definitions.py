@@ -35,7 +35,6 @@ number and a unit: `30m`, `1h`, `2d`, `1w`, or words ("48 hours"). Invalid files
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from collections.abc import Collection, Sequence
@@ -58,7 +57,7 @@ from pydantic import (
     model_validator,
 )
 
-from personalizer.located import LocatedError, load_yaml, node_line
+from personalizer.located import LocatedError, known_name, load_yaml, node_line
 from personalizer.schema import EventType
 
 log = logging.getLogger(__name__)
@@ -114,14 +113,6 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
-def _known(name: str, known: Collection[str], what: str) -> str:
-    if name not in known:
-        close = difflib.get_close_matches(name, sorted(known), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown {what} {name!r}{hint}")
-    return name
-
-
 def _segment(name: str, info: ValidationInfo) -> str:
     known = (info.context or {}).get("segments")
     if known is None:
@@ -129,16 +120,16 @@ def _segment(name: str, info: ValidationInfo) -> str:
     prefixes = (info.context or {}).get("segment_prefixes", ())
     if any(name.startswith(p) for p in prefixes):
         return name
-    return _known(name, known, "segment")
+    return known_name(name, known, "segment")
 
 
 def _event(name: str) -> str:
-    return _known(name, EVENTS, "event type")
+    return known_name(name, EVENTS, "event type")
 
 
 def _template(name: str, info: ValidationInfo) -> str:
     known = (info.context or {}).get("templates")
-    return name if known is None else _known(name, known, "template")
+    return name if known is None else known_name(name, known, "template")
 
 
 EventName = Annotated[str, AfterValidator(_event)]

@@ -46,7 +46,6 @@ the highest values, ties included). A window W is a number and a unit: "90 days"
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -67,7 +66,7 @@ from pydantic import (
 )
 
 from personalizer.features.customers import FEATURE_NAMES
-from personalizer.located import LocatedError, load_yaml, node_line
+from personalizer.located import LocatedError, known_name, load_yaml, node_line
 from personalizer.schema import EventType
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,6 @@ class _Node(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _known(name: str, known: frozenset[str], what: str) -> str:
-    if name not in known:
-        close = difflib.get_close_matches(name, sorted(known), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown {what} {name!r}{hint}")
-    return name
-
-
 class Comparison(_Node):
     """A feature or a windowed metric compared with a value."""
 
@@ -145,9 +136,9 @@ class Comparison(_Node):
                 f"{self.feature} is a model prediction: write 'prediction: {self.feature}'"
             )
         if self.window is None:
-            _known(self.feature, FEATURES, "feature")
+            known_name(self.feature, FEATURES, "feature")
         else:
-            _known(self.feature, METRICS, "windowed metric")
+            known_name(self.feature, METRICS, "windowed metric")
         _check_top(self.op, self.value)
         return self
 
@@ -164,7 +155,7 @@ class Score(_Node):
     @classmethod
     def _metrics(cls, weights: dict[str, float]) -> dict[str, float]:
         for name in weights:
-            _known(name, METRICS, "windowed metric")
+            known_name(name, METRICS, "windowed metric")
         return weights
 
     @model_validator(mode="after")
@@ -185,7 +176,7 @@ class PredictionComparison(_Node):
     def _column(cls, name: str) -> str:
         if PREDICTION_PATTERN.match(name):
             return name
-        return _known(name, PREDICTION_COLUMNS, "prediction column")
+        return known_name(name, PREDICTION_COLUMNS, "prediction column")
 
     @model_validator(mode="after")
     def _check(self) -> PredictionComparison:
@@ -206,7 +197,7 @@ class SequenceSpec(_Node):
     @field_validator("event", "without")
     @classmethod
     def _type(cls, name: str) -> str:
-        return _known(name, EVENT_TYPES, "event type")
+        return known_name(name, EVENT_TYPES, "event type")
 
     @model_validator(mode="after")
     def _check(self) -> SequenceSpec:
