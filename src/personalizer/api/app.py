@@ -326,13 +326,11 @@ def _max_body() -> int:
 
 async def _body(request: Request, model: type[schemas._Body]) -> Any:
     scope = request.scope
-    if _BODY in scope:
-        raw = scope[_BODY]
-    else:
-        raw = await _read_body(request.receive, _max_body())
+    limit = getattr(scope.get("app"), "max_body", None) or _max_body()  # the one applied
+    raw = scope[_BODY] if _BODY in scope else await _read_body(request.receive, limit)
     if raw is None:
-        limit = _max_body() / 1024 / 1024
-        raise ApiError(413, f"the request body is larger than {limit:g} MB ({MAX_BODY_ENV})")
+        megabytes = limit / 1024 / 1024
+        raise ApiError(413, f"the request body is larger than {megabytes:g} MB ({MAX_BODY_ENV})")
     if not raw:
         raise ApiError(400, "the request needs a JSON body")
     try:
