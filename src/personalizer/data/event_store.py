@@ -345,11 +345,7 @@ def ingest_events(
     frame = normalise_columns(_as_frame(records))
     if "_row" not in frame.columns:
         frame["_row"] = range(len(frame))
-    dropped = 0
-    if erased and "customer_id" in frame.columns:
-        gone = erased.mask(frame["customer_id"]).to_numpy()
-        dropped = int(gone.sum())
-        frame = frame[~gone]
+    frame, dropped = erased.drop(frame) if erased is not None else (frame, 0)
     frame, unreadable = _reader_errors(frame)
     checked = validate_frame("events", frame) if len(frame) else None
     bad = [b for b in (unreadable, checked.bad if checked else None) if b is not None and len(b)]

@@ -151,12 +151,9 @@ class _Import:
         erased = ErasedCustomers(self.settings)
         for raw in batches:
             report.rows_read += len(raw)
-            raw = normalise_columns(raw)
-            if erased and "customer_id" in raw.columns:
-                # an erased customer stays erased: a re-import brings nothing of them back
-                gone = erased.mask(raw["customer_id"]).to_numpy()
-                report.erased += int(gone.sum())
-                raw = raw[~gone]
+            # an erased customer stays erased: a re-import brings nothing of them back
+            raw, dropped = erased.drop(normalise_columns(raw))
+            report.erased += dropped
             batch, rejected = _split_errors(raw)
             writer.add(rejected)
             checked = validate_frame(table, batch)

@@ -130,18 +130,24 @@ class ErasedCustomers:
         gone = {c for c in text.dropna().unique() if c in self}
         return text.isin(gone).fillna(False).astype(bool)
 
+    def drop(self, frame: pd.DataFrame, column: str = "customer_id") -> tuple[pd.DataFrame, int]:
+        """`frame` without the rows of erased customers (by `column`), and how many there were;
+        `frame` itself when none (or it has no such column)."""
+        if not self.pseudonyms or column not in frame.columns or frame.empty:
+            return frame, 0
+        gone = self.mask(frame[column]).to_numpy()
+        count = int(gone.sum())
+        return (frame[~gone], count) if count else (frame, 0)
+
 
 def drop_erased(
     settings: Settings, frame: pd.DataFrame, column: str = "customer_id"
 ) -> pd.DataFrame:
     """`frame` without the rows of erased customers (what training calls on what it reads)."""
-    erased = ErasedCustomers(settings)
-    if not erased or frame is None or column not in frame.columns or frame.empty:
+    if frame is None:
         return frame
-    gone = erased.mask(frame[column])
-    if not gone.any():
-        return frame
-    return frame[~gone.to_numpy()].reset_index(drop=True)
+    kept, dropped = ErasedCustomers(settings).drop(frame, column)
+    return kept.reset_index(drop=True) if dropped else kept
 
 
 def erased_ids(settings: Settings, candidates: Iterable[str]) -> set[str]:
