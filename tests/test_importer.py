@@ -252,6 +252,30 @@ def test_a_folder_of_feeds_and_parts_is_imported_in_table_order(
     assert sum(r.inferred_products for r in reports) == 0  # the feed described them all
 
 
+def test_query_coded_gives_the_same_rows_with_text_as_categoricals(
+    settings: Settings, tmp_path: Path
+) -> None:
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(7)],
+            "customer_id": ["c1", "c2", "c1", "c3", "c2", "c1", "c3"],
+            "type": ["product_view", "add_to_cart"] * 3 + ["email_open"],
+            "occurred_at": [f"2024-01-0{i + 1}T10:00:00Z" for i in range(7)],
+        }
+    )
+    import_path(settings, write(events, tmp_path / "events.jsonl"))
+    sql = "SELECT customer_id, type, occurred_at, campaign_id FROM events ORDER BY event_id"
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        plain = wh.query(sql)
+        coded = wh.query_coded(sql, batch_rows=2)  # four batches, each with its own dictionary
+        empty = wh.query_coded(sql + " LIMIT 0")
+    assert all(isinstance(coded[c].dtype, pd.CategoricalDtype) for c in ("customer_id", "type"))
+    assert coded["occurred_at"].dtype == plain["occurred_at"].dtype
+    pd.testing.assert_frame_equal(coded.astype("string"), plain.astype("string"))
+    assert list(empty.columns) == list(plain.columns)
+    assert empty.empty
+
+
 def test_table_is_guessed_from_columns_when_the_name_says_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from personalizer.config import Settings
+from personalizer.data.warehouse import Warehouse
 from personalizer.evaluation.split import to_utc_timestamp
 from personalizer.privacy.pseudonym import drop_erased
 
@@ -68,14 +69,12 @@ def load_training_data(
                 dict(report.quarantined),
             )
     else:
-        from personalizer.data.warehouse import Warehouse
-
         with Warehouse(settings.warehouse_path, read_only=True) as wh:
             orders = wh.query("SELECT * FROM orders")
             products = wh.query("SELECT product_id, category, in_stock, price FROM products")
             if with_events:
                 customers = wh.query("SELECT * EXCLUDE (email) FROM customers")
-                events = wh.query("SELECT * FROM events")
+                events = _events(wh, to_utc_timestamp(until) if until else None)
     # erased customers never reach a model, even from an old feed or transactions file
     orders = drop_erased(settings, orders)
     if customers is not None:
@@ -85,13 +84,30 @@ def load_training_data(
     cutoff = to_utc_timestamp(until) if until else None
     if cutoff is not None:
         orders = orders[pd.to_datetime(orders["ordered_at"]) < cutoff]
-        if events is not None:
-            events = events[pd.to_datetime(events["occurred_at"]) < cutoff].reset_index(drop=True)
     if orders.empty:
         raise ValueError("no order lines to learn from" + (f" before {until}" if until else ""))
     orders = orders.reset_index(drop=True)
     as_of = cutoff if cutoff is not None else _after_last(orders)
     return TrainingData(orders, products, customers, events, cutoff, as_of)
+
+
+# What the models read of an event: who, what, when, which campaign, and the properties of an
+# open (they tell a machine's open from a reader's). Page, product and free text stay behind.
+_EVENT_SQL = """
+SELECT customer_id, type, occurred_at, campaign_id,
+       CASE WHEN type = 'email_open' THEN properties END AS properties
+FROM events
+"""
+
+
+def _events(wh: Warehouse, cutoff: pd.Timestamp | None) -> pd.DataFrame:
+    """The events before `cutoff`, their text columns as categoricals.
+
+    A large shop has a hundred events per customer; as text they would not fit in memory.
+    """
+    if cutoff is None:
+        return wh.query_coded(_EVENT_SQL)
+    return wh.query_coded(_EVENT_SQL + "WHERE occurred_at < ?", [cutoff.to_pydatetime()])
 
 
 def validation_cutoff(

@@ -127,7 +127,7 @@ def train(
     """Validate out of time against the baselines, fit on everything, log, register, gate."""
     if not horizon_days > 0:
         raise ValueError(f"horizon_days must be > 0, got {horizon_days!r}")
-    data = load_training_data(settings, transactions, until)
+    data = load_training_data(settings, transactions, until, with_events=False)
     if data.products is None or "category" not in data.products.columns:
         raise ValueError("products: a catalog with a category column is needed (none found)")
     products = data.products[["product_id", "category"]]

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from personalizer.config import Settings
@@ -126,6 +127,9 @@ class ErasedCustomers:
         """True where the id is an erased customer's (missing ids are not)."""
         if not self.pseudonyms:
             return pd.Series(False, index=ids.index)
+        if isinstance(ids.dtype, pd.CategoricalDtype):  # each distinct id asked once, as text
+            gone_code = np.append([c in self for c in ids.cat.categories.astype(str)], False)
+            return pd.Series(gone_code[ids.cat.codes.to_numpy()], index=ids.index)
         text = ids.astype("string")
         gone = {c for c in text.dropna().unique() if c in self}
         return text.isin(gone).fillna(False).astype(bool)
