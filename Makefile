@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export PERSONALIZER_HOME ?= $(CURDIR)/data
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help install browser wrk demo serve test test-fast lint format bench clean clean-data
+.PHONY: help install browser wrk demo serve test test-fast lint format bench bench-batch soak clean clean-data
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -85,6 +85,16 @@ bench: install wrk ## Benchmarks: throughput figures and ratios against in-run b
 	$(PY) tests/benchmarks/bench_recommender.py
 	$(PY) tests/benchmarks/bench_segments.py
 	$(PY) tests/benchmarks/bench_service.py
+
+# The long ones, run on their own: batch scoring builds and trains a shop of CUSTOMERS first (about
+# an hour at a million), the soak holds the service under mixed load for SECONDS.
+CUSTOMERS ?= 1000000
+SECONDS ?= 300
+bench-batch: install ## Batch scoring of CUSTOMERS synthetic customers (default 1M), local and Spark
+	PERSONALIZER_THREADS=1 $(PY) tests/benchmarks/bench_batch.py --customers $(CUSTOMERS)
+
+soak: install wrk ## The decision service under mixed load for SECONDS (default 300), memory watched
+	$(PY) tests/benchmarks/soak_service.py --seconds $(SECONDS)
 
 clean: ## Remove the virtualenv and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist src/*.egg-info

@@ -343,6 +343,22 @@ def test_synthetic_shop_planted_hours_are_recovered(shop: dict[str, pd.DataFrame
     assert 0 <= silent["hour_of_week"].iat[0] < 168
 
 
+def test_coded_events_give_the_same_model_as_text_events(shop: dict[str, pd.DataFrame]) -> None:
+    # Training reads events with their text columns as categoricals (see data/training.py).
+    events = shop["events"]
+    coded = events.assign(
+        **{c: events[c].astype("category") for c in ("customer_id", "type", "campaign_id")}
+    )
+    assert isinstance(coded["type"].dtype, pd.CategoricalDtype)
+    text = SendTimeModel().fit(events, shop["orders"], shop["customers"])
+    model = SendTimeModel().fit(coded, shop["orders"], shop["customers"])
+    assert (model.counts_ != text.counts_).nnz == 0
+    np.testing.assert_array_equal(model.customer_ids_, text.customer_ids_)
+    np.testing.assert_array_equal(model.signal_counts_, text.signal_counts_)
+    ids = pd.Series(text.customer_ids_[:200])
+    pd.testing.assert_frame_equal(model.best_hour(ids), text.best_hour(ids))
+
+
 def test_more_email_history_means_more_confidence(shop: dict[str, pd.DataFrame]) -> None:
     model = SendTimeModel().fit(shop["events"], shop["orders"], shop["customers"])
     ids = shop["truth"]["customer_id"]

@@ -128,7 +128,7 @@ def next_order_hits(
     ).dropna()
     seen = set(orders["customer_id"].astype(str).to_numpy()[before])
     if past_events is not None:
-        seen |= set(past_events["customer_id"].astype(str))
+        seen |= set(pd.Index(past_events["customer_id"].unique()).astype(str))
     later = later[later["customer_id"].isin(seen)]
     nxt = later.sort_values("at", kind="stable").drop_duplicates("customer_id")
     ids = nxt["customer_id"].to_numpy()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from personalizer.schema import EventType, known_timezones
 
@@ -62,7 +63,8 @@ def machine_opens(events: pd.DataFrame) -> np.ndarray:
 
 
 def engagement_signals(events: pd.DataFrame | None, orders: pd.DataFrame) -> pd.DataFrame:
-    """One row per counted signal: `customer_id` (str), `at` (naive UTC), `signal` (SIGNALS index).
+    """One row per counted signal: `customer_id` (a categorical of text), `at` (naive UTC),
+    `signal` (SIGNALS index).
 
     Args:
         events: Canonical events (`customer_id`, `type`, `occurred_at`, optional `campaign_id` and
@@ -83,24 +85,27 @@ def engagement_signals(events: pd.DataFrame | None, orders: pd.DataFrame) -> pd.
     parts = [_first(frame, by).assign(signal=SIGNALS.index("order"))]
     if events is not None:
         parts += _event_signals(events)
-    signals = pd.concat([p[["customer_id", "at", "signal"]] for p in parts], ignore_index=True)
-    signals["customer_id"] = signals["customer_id"].astype(str)
+    ids = union_categoricals([_coded(p["customer_id"]) for p in parts], ignore_order=True)
+    signals = pd.concat([p[["at", "signal"]] for p in parts], ignore_index=True)
+    signals.insert(0, "customer_id", ids)
     signals["signal"] = signals["signal"].astype(np.int8)
     return signals
 
 
 def _event_signals(events: pd.DataFrame) -> list[pd.DataFrame]:
     require_columns(events, "events", ("customer_id", "type", "occurred_at"))
-    kind = events["type"].astype("string")
+    # Ids, types and campaigns stay coded (categoricals): a large shop has a hundred million
+    # events, and a string object per value would not fit in memory.
+    kind = _coded(events["type"])
     wanted = kind.isin([EventType.EMAIL_OPEN.value, EventType.EMAIL_CLICK.value, *SITE_EVENT_TYPES])
-    keep = wanted.fillna(False).to_numpy(bool) & ~machine_opens(events)
+    keep = wanted & ~machine_opens(events)
     rows = events[keep]
     frame = pd.DataFrame(
         {
-            "customer_id": rows["customer_id"].to_numpy(),
+            "customer_id": _coded(rows["customer_id"]),
             "at": naive_utc(rows["occurred_at"], "events.occurred_at").to_numpy(),
-            "type": kind[keep].to_numpy(),
-            "campaign": rows["campaign_id"].to_numpy() if "campaign_id" in rows.columns else None,
+            "type": kind[keep],
+            "campaign": _coded(rows["campaign_id"]) if "campaign_id" in rows.columns else None,
         }
     )
     frame = _drop_missing(frame, "events")
@@ -118,6 +123,18 @@ def _event_signals(events: pd.DataFrame) -> list[pd.DataFrame]:
     visits = site.assign(hour=site["at"].dt.floor("h")).drop_duplicates(["customer_id", "hour"])
     parts.append(visits.assign(signal=SIGNALS.index("site_visit")))
     return parts
+
+
+def _coded(values: pd.Series) -> pd.Categorical:
+    """`values` as a categorical of text (a categorical of text is taken as it is), its
+    categories of dtype object, so that categoricals of several sources can be joined."""
+    if isinstance(values.dtype, pd.CategoricalDtype) and all(
+        isinstance(c, str) for c in values.cat.categories
+    ):
+        coded = values.array
+    else:
+        coded = pd.Categorical(values.astype("string"))
+    return pd.Categorical.from_codes(coded.codes, pd.Index(coded.categories, dtype=object))
 
 
 def _first(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -134,7 +134,8 @@ class SendTimeModel:
         """
         weights = self._check_params()
         signals = engagement_signals(events, orders)
-        codes, uniques = pd.factorize(signals["customer_id"])  # hash the long column once
+        codes, coded = pd.factorize(signals["customer_id"])  # hash the long column once
+        uniques = pd.Index(coded).astype(str)
         zone_names, segment_names = self._customer_table(customers, pd.Series(uniques))
         n = len(self.customer_ids_)
         rows = self._index.get_indexer(uniques)[codes]
