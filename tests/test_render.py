@@ -18,6 +18,7 @@ from personalizer.render import (
     money,
     render_string,
     sample_context,
+    sample_products,
     utm,
 )
 from personalizer.render.inlining import canonical_html
@@ -127,6 +128,52 @@ def test_html_is_escaped_and_text_is_not(renderer: Renderer) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
     assert 'alt="&lt;script&gt;alert(1)&lt;/script&gt;"' in email.html
     assert f"- {evil}, €49.00" in email.text
+
+
+class Safe:
+    def __html__(self) -> str:
+        return "<u>safe</u>"
+
+
+OUTPUTS = """{{ a }}|{{ m }}|{{ n }}|{{ i }}|{{ f }}|{{ nowhere }}|{{ nowhere.deeper }}|{{ d.x }}|{{ s }}
+{{ a ~ m }}|{{ m ~ a }}|{{ a | upper }}|{{ m | safe }}|{{ a | e }}
+{% set block %}<b>{{ a }}</b>{{ m }}{% endset %}{{ block }}|{{ block | length }}
+{% macro tag(v) %}<i>{{ v }}</i>{% endmacro %}{{ tag(a) }}|{{ tag(m) }}
+{% filter upper %}{{ a }}{{ m }}{% endfilter %}
+{% autoescape flag %}{{ a }}{{ m }}{% endautoescape %}|{% autoescape false %}{{ a }}{% endautoescape %}
+{% for x in [a, m, n, i] %}{{ x }}{{ loop.index }}{% endfor %}
+"""
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_output_is_jinjas_own_escaping(tmp_path: Path, flag: bool) -> None:
+    # `{{ value }}` is written as one call of our own (environment.py, `_CodeGenerator`): the
+    # same text as Jinja's `escape(finalize(value))`, escaped or not, in every construct
+    from jinja2.compiler import CodeGenerator
+    from markupsafe import Markup
+
+    for suffix in ("html.j2", "txt.j2"):
+        (tmp_path / f"t.{suffix}").write_text(OUTPUTS, encoding="utf-8")
+    values = {
+        "a": '<a href="x">&\'',
+        "m": Markup("<b>ok</b>"),
+        "n": None,
+        "i": 3,
+        "f": 1.5,
+        "d": {"x": "<y>"},
+        "s": Safe(),
+        "flag": flag,
+    }
+    ours = create_environment([tmp_path])
+    jinjas = create_environment([tmp_path])
+    jinjas.code_generator_class = CodeGenerator
+    for name in ("t.html.j2", "t.txt.j2"):
+        got = ours.get_template(name).render(values)
+        assert got == jinjas.get_template(name).render(values)
+        assert "environment.html_output(" in ours.compile(OUTPUTS, raw=True)
+    assert "&lt;a href=&#34;x&#34;&gt;&amp;&#39;|<b>ok</b>||3|1.5|||&lt;y&gt;|<u>safe</u>" in (
+        ours.get_template("t.html.j2").render(values)
+    )
 
 
 def test_subject_is_one_line(renderer: Renderer) -> None:
@@ -317,6 +364,22 @@ def test_user_templates_replace_shipped_ones_by_name(tmp_path: Path) -> None:
     assert "Welcome, Ada!" in email.text  # the other parts are still the shipped ones
 
 
+def test_a_card_reads_the_variables_its_grid_sets(tmp_path: Path) -> None:
+    # cards are kept by the context values they read: one the grid sets must count, not the
+    # email's value of the same name
+    partials = tmp_path / "partials"
+    partials.mkdir()
+    grid = (
+        "{% set campaign = 'grid_' ~ slot %}{% for p in items %}{{ p | card(slot, 1) }}{% endfor %}"
+    )
+    (partials / "products.txt.j2").write_text(grid, "utf-8")
+    renderer = Renderer([tmp_path])
+    for _ in range(2):  # the second time from the cache
+        text = renderer.render("welcome", sample_context()).text
+        assert "utm_campaign=grid_products&" in text
+        assert "utm_campaign=welcome_sample&" in text  # the button: the email's campaign
+
+
 def test_unsubscribe_link_is_required(tmp_path: Path, renderer: Renderer) -> None:
     context = sample_context().model_dump()
     context["unsubscribe_url"] = ""
@@ -385,6 +448,26 @@ def test_utm_refuses_non_web_links_and_ignores_missing_ones() -> None:
     assert utm("data:text/html,hi", "c", "x") == "#"
     assert utm(None, "c", "x") == ""
     assert utm("", "c", "x") == ""
+
+
+def test_numbered_gives_each_item_its_position() -> None:
+    env = create_environment()
+    source = "{% for i, x in items | numbered %}{{ i }}{{ x }} {% endfor %}"
+    assert render_string(env, source, {"items": ["a", "b", "c"]}) == "1a 2b 3c "
+    assert render_string(env, "{{ items | numbered(0) | list }}", {"items": "ab"}) == (
+        "[(0, &#39;a&#39;), (1, &#39;b&#39;)]"
+    )
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_product_grid_closes_every_row(renderer: Renderer, count: int) -> None:
+    email = renderer.render("welcome", sample_context(products=sample_products(count)))
+    grid = email.html.split('<table class="products"')[1].split("</table>")[0]
+    assert grid.count('<td class="product"') == count
+    assert grid.count("<tr>") == grid.count("</tr>") == (count + 1) // 2
+    for position in range(1, count + 1):
+        assert f"utm_content=welcome/products/{position}" in grid
+        assert f"utm_content=welcome/products/{position}" in email.text
 
 
 def test_money() -> None:

@@ -54,6 +54,7 @@ from personalizer.decisions.decider import (
     UnknownCustomer,
 )
 from personalizer.decisions.snapshot import Snapshot, build_snapshot
+from personalizer.privacy.decision_audit import DecisionAudit, decision_inputs, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,6 @@ class ServiceState:
     def record_decision(self, decision: dict[str, Any]) -> None:
         """Append a decision to the audit log (`privacy.decision_audit`); a failure is logged,
         never the caller's: the decision is still answered."""
-        from personalizer.privacy.decision_audit import DecisionAudit, decision_inputs, fingerprint
-
         try:
             if self.audit is None or self.audit_pid != os.getpid():
                 self.audit, self.audit_pid = DecisionAudit(self.settings), os.getpid()
