@@ -50,7 +50,7 @@ def test_refused_file_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "import", str(feed), "--home", str(tmp_path / "h")])
     assert result.exit_code == 2
     assert "missing required column(s) product_id, quantity, unit_price, ordered_at" in (
-        result.output.replace("\n", "")
+        " ".join(result.output.split())
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
 

@@ -128,7 +128,7 @@ def test_train_uplift_rejects_bad_arms_and_targets(
         app, ["train", "uplift", "--dataset", str(path), *extra, "--home", str(tmp_path / "h")]
     )
     assert result.exit_code == 2, result.output
-    assert message in result.output.replace("\n", "")
+    assert message in " ".join(result.output.split())
 
 
 @pytest.mark.slow
@@ -229,7 +229,7 @@ def test_train_engagement_without_email_events_is_a_clear_error(tmp_path: Path) 
     invoke(home, "data", "import", str(feed))
     result = runner.invoke(app, ["train", "engagement", "--home", str(home)])
     assert result.exit_code == 2, result.output
-    assert "has no email_sent events" in result.output.replace("\n", "")
+    assert "has no email_sent events" in " ".join(result.output.split())
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
