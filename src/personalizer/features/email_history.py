@@ -168,7 +168,10 @@ class EmailHistory:
         self.origin = int(stamps.min()) if len(stamps) else 0
         ev_code = self.customers.get_indexer(ev_ids)
         ev_t = unix_seconds(ev_at[ev_ok]) - self.origin
-        kind = events["type"][ev_ok].astype("string").fillna("").to_numpy(str)
+        # the type of each event as a code into its distinct names (a large shop has a hundred
+        # million events: a text per event would not fit); code -1 (missing) names ""
+        kind, names = pd.factorize(events["type"][ev_ok])
+        kind_names = np.append(pd.Index(names).astype(str).to_numpy(object), "")
         has_campaign = "campaign_id" in events.columns
         campaign = (
             events["campaign_id"][ev_ok].astype("string").to_numpy(object)
@@ -178,7 +181,7 @@ class EmailHistory:
         self.campaigns = pd.Index(pd.unique(campaign[pd.notna(campaign)]))
         camp = self.campaigns.get_indexer(np.where(pd.notna(campaign), campaign, "\0"))
         human = ~machine_opens(events)[ev_ok]
-        self._index_events(ev_code, ev_t, kind, camp, human)
+        self._index_events(ev_code, ev_t, kind, kind_names, camp, human)
         self._index_orders(orders[or_ok], or_ids, unix_seconds(or_at[or_ok]) - self.origin)
         seen = np.concatenate([ev_code, self.order_code])
         self.seen = _Stream(seen, np.concatenate([ev_t, self.order_t]))
@@ -189,11 +192,12 @@ class EmailHistory:
         code: np.ndarray,
         t: np.ndarray,
         kind: np.ndarray,
+        kind_names: np.ndarray,
         camp: np.ndarray,
         human: np.ndarray,
     ) -> None:
         def rows(event_type: str) -> np.ndarray:
-            return kind == event_type
+            return (kind_names == event_type)[kind]
 
         sent = rows(EventType.EMAIL_SENT.value)
         self.send_code, self.send_t, self.send_camp = code[sent], t[sent], camp[sent]
@@ -217,7 +221,7 @@ class EmailHistory:
         self.clicks_by_campaign = _Stream(self._pair_code(click_c, click_camp), click_t)
         hours = (open_t + self.origin) // 3600
         self.opens_by_hour = _Stream(open_c * 24 + hours % 24, open_t)
-        site = np.isin(kind, list(SITE_EVENT_TYPES))
+        site = np.isin(kind_names, list(SITE_EVENT_TYPES))[kind]
         visit_c, visit_t = _pick(code, t, site)
         # A visit is a customer's site activity within one UTC hour, not each page of it.
         hour_key = pd.DataFrame({"c": visit_c, "h": visit_t // 3600})
