@@ -22,6 +22,7 @@ from personalizer.data.synthetic import ShopConfig, make_catalog, simulate_chunk
 from personalizer.evaluation.churn import evaluate_churn
 from personalizer.features.customer_history import CustomerHistory
 from personalizer.features.customers import FEATURE_NAMES, customer_features
+from personalizer.features.engagement_times import machine_opens
 from personalizer.features.rfm import rfm_summary
 from personalizer.models.churn import ChurnModel, churn_labels
 from personalizer.models.churn_baselines import compare_churn
@@ -97,6 +98,36 @@ def test_features_have_known_values() -> None:
     assert f[["emails_90d", "site_days_30d"]].isna().all().all()  # no events given
     assert f["p_alive"].between(0, 1).all()
     assert (f["expected_purchases"] >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("properties", "machine"),
+    [
+        ({"user_agent": "Mozilla/5.0"}, True),
+        ({"user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5)"}, False),
+        ({"mpp": True}, True),
+        ({"is_machine_open": 1}, True),
+        ({"machine": 10}, False),
+        ({"campaign": "machine"}, False),
+    ],
+)
+@pytest.mark.parametrize("coded", [False, True])
+def test_churn_features_and_send_times_agree_on_what_a_machine_open_is(
+    properties: dict[str, object], machine: bool, coded: bool
+) -> None:
+    events = pd.DataFrame(
+        {
+            "customer_id": ["b", "b"],
+            "type": ["email_delivered", "email_open"],
+            "occurred_at": ["2024-06-10 08:00", "2024-06-10 09:00"],
+            "properties": [None, json.dumps(properties)],
+        }
+    )
+    if coded:  # as training reads the warehouse
+        events = events.astype(dict.fromkeys(("customer_id", "type", "properties"), "category"))
+    b = customer_features(HAND, HAND_AS_OF, events).loc["b"]
+    assert machine_opens(events).tolist() == [False, machine]
+    assert (b["machine_opens_90d"], b["opens_90d"]) == ((1, 0) if machine else (0, 1))
 
 
 def test_email_engagement_weighs_clicks_up_and_machine_opens_down() -> None:

@@ -16,7 +16,6 @@ bare "Mozilla/5.0" user agent of Apple Mail Privacy Protection's proxy or an exp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from personalizer.evaluation.split import to_utc_timestamp
+from personalizer.features.engagement_times import machine_open_properties
 from personalizer.models.lifetime import LifetimeModels, fit_lifetime_models, time_unit, unit_days
 from personalizer.schema import EventType
 
@@ -40,12 +40,6 @@ SITE_TYPES = (
     EventType.CHECKOUT_STARTED,
 )
 CART_TYPES = (EventType.ADD_TO_CART, EventType.CHECKOUT_STARTED)
-# A machine open: Apple Mail Privacy Protection's proxy announces itself as a bare "Mozilla/5.0";
-# feeds may also flag opens explicitly.
-MACHINE_OPEN_PATTERN = (
-    r"""['"]user_agent['"]\s*:\s*['"]Mozilla/5\.0['"]"""
-    r"""|['"](?:machine_open|is_machine_open|machine)['"]\s*:\s*(?:true|True|1)"""
-)
 # Email event kinds, as codes of `EventArrays.email_kind`.
 RECEIVED, OPEN, MACHINE_OPEN, CLICK, UNSUBSCRIBE = range(5)
 NS_PER_DAY = 86_400 * 10**9
@@ -428,11 +422,7 @@ def _index_events(
     opened = of_type(EventType.EMAIL_OPEN)
     machine = np.zeros(len(rows), dtype=bool)
     if "properties" in events.columns and opened.any():
-        props = events["properties"].iloc[rows[opened]]
-        if props.dtype == object:
-            props = props.map(lambda v: v if isinstance(v, str) else json.dumps(v, default=str))
-        found = props.str.contains(MACHINE_OPEN_PATTERN, regex=True, na=False)
-        machine[opened] = found.to_numpy(dtype=bool, na_value=False)
+        machine[opened] = machine_open_properties(events["properties"].iloc[rows[opened]])
     email_kind = np.select(
         [
             received,

@@ -44,22 +44,32 @@ _MACHINE_FLAG = r"""['"](?:machine_open|is_machine_open|machine|mpp)['"]\s*:\s*(
 def machine_opens(events: pd.DataFrame) -> np.ndarray:
     """True for the `email_open` rows made by a machine (an MPP proxy), not by the reader.
 
-    Recognised from the event's `properties` (JSON text or dict): the bare user agent
-    "Mozilla/5.0", or a `machine_open` / `is_machine_open` / `machine` / `mpp` flag set to true.
+    Recognised from the event's `properties` (`machine_open_properties`).
     """
     opens = (events["type"] == EventType.EMAIL_OPEN.value).to_numpy(bool)
     if "properties" not in events.columns or not opens.any():
         return np.zeros(len(events), dtype=bool)
-    props = events["properties"][opens]
-    if props.dtype == object:
-        props = props.map(lambda p: json.dumps(p) if isinstance(p, dict) else p)
-    text = props.astype("string").fillna("")
+    out = np.zeros(len(events), dtype=bool)
+    out[opens] = machine_open_properties(events["properties"][opens])
+    return out
+
+
+def machine_open_properties(properties: pd.Series) -> np.ndarray:
+    """True where an open's `properties` (JSON text or dict) are a machine's: the bare user agent
+    "Mozilla/5.0", or a `machine_open` / `is_machine_open` / `machine` / `mpp` flag set to true.
+    The one definition of a machine open, for every feature, model and report."""
+    if isinstance(properties.dtype, pd.CategoricalDtype):  # each distinct text matched once
+        distinct = machine_open_properties(pd.Series(properties.cat.categories, dtype=object))
+        return np.append(distinct, False)[properties.cat.codes.to_numpy()]
+    if properties.dtype == object:
+        properties = properties.map(
+            lambda p: json.dumps(p, default=str) if isinstance(p, dict) else p
+        )
+    text = properties.astype("string").fillna("")
     machine = text.str.contains(_MACHINE_AGENT, regex=True) | text.str.contains(
         _MACHINE_FLAG, regex=True, case=False
     )
-    out = np.zeros(len(events), dtype=bool)
-    out[opens] = machine.to_numpy(bool)
-    return out
+    return machine.to_numpy(bool)
 
 
 def engagement_signals(events: pd.DataFrame | None, orders: pd.DataFrame) -> pd.DataFrame:
