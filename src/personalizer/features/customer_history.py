@@ -118,7 +118,7 @@ class CustomerHistory:
         buy = lines["quantity"].to_numpy() > 0
         if not buy.any():
             raise ValueError("quantity: no order line with a positive quantity")
-        customer_code, names = _codes(lines["customer_id"])
+        customer_code, names = text_codes(lines["customer_id"])
         used = np.unique(customer_code[buy])
         order = np.argsort(names[used], kind="stable")
         customer_ids = pd.Index(names[used][order], name="customer_id", dtype=object)
@@ -160,7 +160,7 @@ class CustomerHistory:
                 lines=("lines", "sum"),
             )
         )
-        product_code, product_ids = _codes(lines["product_id"][buy])
+        product_code, product_ids = text_codes(lines["product_id"][buy])
         pairs = _pair_times(c, product_code, order_key, t)
         categories = _category_times(pairs, product_ids, lines, products, buy)
         returns_c, returns_t = (
@@ -399,13 +399,13 @@ def _index_events(
         *SITE_TYPES,
     ]
     # Work on integer codes and positions: taking rows of string columns is what costs.
-    type_code, type_names = _codes(events["type"])
+    type_code, type_names = text_codes(events["type"])
 
     def lookup(kinds: Sequence[str]) -> np.ndarray:
         """Per type code (and -1 last): whether it is one of `kinds`."""
         return np.append(np.isin(type_names, [str(k) for k in kinds]), False)
 
-    customer_code, names = _codes(events["customer_id"])
+    customer_code, names = text_codes(events["customer_id"])
     known = np.append(customer_ids.get_indexer(names), -1)  # code -1 (missing id) maps to -1
     c = known[customer_code]
     rows = np.flatnonzero(lookup(wanted_types)[type_code] & (c >= 0))
@@ -449,7 +449,7 @@ def _index_events(
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of `values` (-1 for missing) and the distinct values as text.
 
     Factorising first and turning only the distinct values into text is far faster than

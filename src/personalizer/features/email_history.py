@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from personalizer.evaluation.split import to_utc_timestamp
+from personalizer.features.customer_history import text_codes
 from personalizer.features.engagement_times import (
     SITE_EVENT_TYPES,
     machine_opens,
@@ -170,8 +171,8 @@ class EmailHistory:
         ev_t = unix_seconds(ev_at[ev_ok]) - self.origin
         # the type of each event as a code into its distinct names (a large shop has a hundred
         # million events: a text per event would not fit); code -1 (missing) names ""
-        kind, names = pd.factorize(events["type"][ev_ok])
-        kind_names = np.append(pd.Index(names).astype(str).to_numpy(object), "")
+        kind, names = text_codes(events["type"][ev_ok])
+        kind_names = np.append(names, "")
         has_campaign = "campaign_id" in events.columns
         campaign = (
             events["campaign_id"][ev_ok].astype("string").to_numpy(object)
