@@ -294,27 +294,17 @@ class Warehouse:
         if relation is None:
             raise ValueError(f"query_coded: not a query that returns rows: {sql!r}")
         reader = relation.to_arrow_reader(batch_rows)
-        columns: list[_CodedColumn | list[pd.Series]] = [
-            _CodedColumn() if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) else []
+        columns = [
+            _CodedColumn()
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            else _CopiedColumn(f.type)
             for f in reader.schema
         ]
         for batch in reader:
             for column, values in zip(columns, batch.columns, strict=True):
-                if isinstance(column, _CodedColumn):
-                    column.add(values)
-                else:  # copied: a view into an imported batch keeps all of its columns alive
-                    column.append(values.to_pandas().copy())
+                column.add(values)
         return pd.DataFrame(
-            {
-                field.name: (
-                    column.finish()
-                    if isinstance(column, _CodedColumn)
-                    else pd.concat(column, ignore_index=True)
-                    if column
-                    else pa.chunked_array([], type=field.type).to_pandas()
-                )
-                for field, column in zip(reader.schema, columns, strict=True)
-            }
+            {f.name: c.finish() for f, c in zip(reader.schema, columns, strict=True)}
         )
 
     def _scalar(self, sql: str) -> int:
@@ -346,6 +336,25 @@ class _CodedColumn:
         codes = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int32)
         self.parts = []
         return pd.Categorical.from_codes(codes, categories=pd.Index(list(self.codes)))
+
+
+class _CopiedColumn:
+    """A column other than text, batch by batch, copied out of the imported batches (a view into
+    one keeps all of its columns alive)."""
+
+    def __init__(self, arrow_type: Any) -> None:
+        self.arrow_type = arrow_type
+        self.parts: list[pd.Series] = []
+
+    def add(self, values: Any) -> None:
+        self.parts.append(values.to_pandas().copy())
+
+    def finish(self) -> pd.Series:
+        import pyarrow as pa
+
+        if not self.parts:
+            return pa.chunked_array([], type=self.arrow_type).to_pandas()
+        return pd.concat(self.parts, ignore_index=True)
 
 
 STATS_COLUMNS = {
