@@ -130,6 +130,33 @@ def test_decisions_are_idempotent_per_customer_campaign_and_day(
     assert next_day["decision_id"] != first["decision_id"]
 
 
+def test_a_retry_gets_the_decision_it_was_given_after_events_change_the_customer(
+    client: TestClient, customers: pd.DataFrame
+) -> None:
+    buyers = customers[customers["email_consent"] & (customers["lines"] > 3)]
+    cid = str(buyers["customer_id"].iloc[1])
+    body = {"customer_id": cid, "template": "cart_reminder", "campaign": "retry", "now": NOW}
+    first = client.post("/v1/decide", json=body)
+    assert "cart_abandoner" not in first.json()["segments"]
+    cart = cart_event(f"retry-cart-{cid}", cid, "p00002")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/events", json={"events": [cart]}, headers=auth).json()["accepted"] == 1
+    # the same customer, campaign and day: the decision already given, byte for byte, alone or
+    # in a batch, though the cart has made the customer a cart abandoner since
+    again = client.post("/v1/decide", json=body)
+    batch = client.post("/v1/decide", json={**body, "customer_ids": [cid], "customer_id": None})
+    assert again.content == first.content
+    assert batch.json()["results"] == [first.json()]
+    other_campaign = client.post("/v1/decide", json={**body, "campaign": "retry-2"}).json()
+    assert "cart_abandoner" in other_campaign["segments"]
+    # in Python: a retried decision is a new dict, so a caller changing it changes no other
+    decider = client.app.state.service.decider  # type: ignore[attr-defined]
+    mine = decider.decide(cid, "cart_reminder", "retry", 4, pd.Timestamp(NOW))
+    assert mine == first.json()
+    mine["segments"].append("changed by the caller")
+    assert decider.decide(cid, "cart_reminder", "retry", 4, pd.Timestamp(NOW)) == first.json()
+
+
 def test_customers_without_consent_get_no_content(
     client: TestClient, customers: pd.DataFrame
 ) -> None:

@@ -52,6 +52,7 @@ from personalizer.decisions.decider import (
     Filters,
     ShopInfo,
     UnknownCustomer,
+    encode,
 )
 from personalizer.decisions.snapshot import Snapshot, build_snapshot
 from personalizer.privacy.decision_audit import DecisionAudit, decision_inputs, fingerprint
@@ -73,7 +74,7 @@ class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+        return encode(content)
 
 
 class ApiError(Exception):
@@ -419,27 +420,33 @@ async def decide(request: Request, state: ServiceState) -> Any:
     at = _moment(body.now)
     if body.batch:
 
-        def run() -> dict[str, Any]:
+        def run() -> Response:
             answers = decider.decide_many(
                 body.ids, body.template, body.campaign, body.n, at, state.helper
             )
-            results: list[dict[str, Any]] = []
+            parts: list[bytes] = []
             for cid, answer in zip(body.ids, answers, strict=True):
                 if isinstance(answer, UnknownCustomer):
-                    results.append({"customer_id": cid, "error": str(answer)})
+                    parts.append(encode({"customer_id": cid, "error": str(answer)}))
                 else:
-                    state.decided[bool(answer["send"])].inc()
-                    results.append(answer)
-            return {"results": results}
+                    state.decided[answer.send].inc()
+                    parts.append(answer.body)
+            # the decisions are JSON already (as the decider keeps them): joined, not re-encoded
+            return _json_bytes(b'{"results":[' + b",".join(parts) + b"]}")
 
         return await run_in_threadpool(run) if len(body.ids) > THREADPOOL_BATCH else run()
 
-    def one(cid: str) -> dict[str, Any]:
-        decision = decider.decide(cid, body.template, body.campaign, body.n, at)
-        state.decided[bool(decision["send"])].inc()
-        return decision
+    try:
+        answer = decider.decide_encoded(body.ids[0], body.template, body.campaign, body.n, at)
+    except UnknownCustomer as exc:
+        raise ApiError(404, str(exc)) from None
+    state.decided[answer.send].inc()
+    return _json_bytes(answer.body)
 
-    return await _each(body, one, state)
+
+def _json_bytes(body: bytes) -> Response:
+    """A 200 whose body is JSON already."""
+    return Response(body, media_type="application/json")
 
 
 async def recommend(request: Request, state: ServiceState) -> Any:
