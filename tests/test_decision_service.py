@@ -526,8 +526,15 @@ def test_the_preview_page_shows_every_segment_at_desktop_and_mobile_width(
         assert len(shown) >= len(segments) - 3  # segments without a consenting member are absent
         first = sections.nth(0)
         desktop, mobile = first.locator("iframe.desktop"), first.locator("iframe.mobile")
-        assert desktop.bounding_box()["width"] == pytest.approx(600, abs=2)
+        assert desktop.bounding_box()["width"] == pytest.approx(800, abs=2)
         assert mobile.bounding_box()["width"] == pytest.approx(375, abs=2)
+        # the layouts differ: two products a row on the desktop, one a row on the phone
+        rows = []
+        for shown_in in (desktop, mobile):
+            cards = shown_in.content_frame.locator("td.product")
+            assert cards.count() >= 2
+            rows.append(cards.nth(0).bounding_box()["y"] == cards.nth(1).bounding_box()["y"])
+        assert rows == [True, False]
         frame = desktop.content_frame
         assert "utm_campaign=preview" in (frame.locator("a").first.get_attribute("href") or "")
         assert "Shop" in frame.locator("body").inner_text()

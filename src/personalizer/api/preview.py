@@ -2,10 +2,10 @@
 
 `GET /preview?template=NAME` lists the segments of the live memberships; for each, the first
 customer (in id order) who is in it and consents to email is the sample, and the page shows the
-decision for them: the email at 600 px and 375 px wide (sandboxed iframes), the subject, the blocks
-chosen and every reason. Previews render strictly: a variable a template misses is shown as an
-error naming it, where production would render it empty. `GET /preview/email?template=&customer_id=`
-is one email's HTML alone.
+decision for them: the email in a desktop window 800 px wide and on a 375 px phone (sandboxed
+iframes), the subject, the blocks chosen and every reason. Previews render strictly: a variable a
+template misses is shown as an error naming it, where production would render it empty.
+`GET /preview/email?template=&customer_id=` is one email's HTML alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from personalizer.api.app import ServiceState
     from personalizer.decisions.decider import Decider
 
-WIDTHS = (("desktop", 600), ("mobile", 375))
+# A desktop mail client shows the 600 px email in a wider window: a frame of 600 px would match the
+# layout's phone rule (max-width: 620px) and show the phone layout twice
+WIDTHS = (("desktop", 800), ("mobile", 375))
 PREVIEW_CAMPAIGN = "preview"
 
 _PAGE = """<!doctype html>
