@@ -436,12 +436,12 @@ async def decide(request: Request, state: ServiceState) -> Any:
 
         return await run_in_threadpool(run) if len(body.ids) > THREADPOOL_BATCH else run()
 
-    try:
-        answer = decider.decide_encoded(body.ids[0], body.template, body.campaign, body.n, at)
-    except UnknownCustomer as exc:
-        raise ApiError(404, str(exc)) from None
-    state.decided[answer.send].inc()
-    return _json_bytes(answer.body)
+    def one(cid: str) -> Response:
+        answer = decider.decide_encoded(cid, body.template, body.campaign, body.n, at)
+        state.decided[answer.send].inc()
+        return _json_bytes(answer.body)
+
+    return await _each(body, one, state)
 
 
 def _json_bytes(body: bytes) -> Response:
